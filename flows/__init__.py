@@ -1,0 +1,1 @@
+"""Prefect flows: thin adapters that run rnnpipe's DVC stages as tasks."""

@@ -1,0 +1,5 @@
+"""`python -m rnnpipe` is the `rnnpipe` command."""
+
+from rnnpipe.cli import main
+
+main()

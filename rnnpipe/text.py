@@ -1,0 +1,94 @@
+"""Tokenizers and id encoding, shared by the vocabulary step, training and the served model.
+
+`jieba` segments Chinese into words (the tutorial's choice), `char` splits into characters
+(whitespace dropped), `word` lower-cases English and keeps regex words. Segmenting a corpus runs
+in parallel over the cores; the result is written once by the vocabulary step and cached by DVC.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+PAD, UNK = "<PAD>", "<UNK>"
+PAD_ID, UNK_ID = 0, 1
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+_jieba = None
+
+
+def _jieba_tokens(text: str) -> list[str]:
+    global _jieba
+    if _jieba is None:
+        import jieba
+
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
+        _jieba = jieba
+    # HMM off: new-word discovery is slower and its guesses are less stable across versions.
+    return [t for t in (w.strip() for w in _jieba.cut(text, HMM=False)) if t]
+
+
+def _char_tokens(text: str) -> list[str]:
+    return [c for c in text if not c.isspace()]
+
+
+def _word_tokens(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
+    "jieba": _jieba_tokens,
+    "char": _char_tokens,
+    "word": _word_tokens,
+}
+
+
+def tokenize(text: str, tokenizer: str) -> list[str]:
+    """Split one text into tokens with the named tokenizer (`jieba`, `char` or `word`)."""
+    return TOKENIZERS[tokenizer](text)
+
+
+def _tokenize_chunk(args: tuple[str, Sequence[str]]) -> list[list[str]]:
+    tokenizer, texts = args
+    return [TOKENIZERS[tokenizer](t) for t in texts]
+
+
+def default_workers(workers: int = 0) -> int:
+    """`workers`, or every core this process may use when it is 0."""
+    if workers > 0:
+        return workers
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def tokenize_many(texts: Sequence[str], tokenizer: str, workers: int = 0) -> list[list[str]]:
+    """Tokenize `texts` in order, in parallel over `workers` processes (0 = all cores)."""
+    workers = default_workers(workers)
+    if workers == 1 or len(texts) < 2000:
+        return _tokenize_chunk((tokenizer, texts))
+    if tokenizer == "jieba":
+        _jieba_tokens("")  # load the dictionary once, before forking, so workers share it
+    chunk = max(500, len(texts) // (workers * 8))
+    chunks = [(tokenizer, texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return [tokens for part in pool.map(_tokenize_chunk, chunks) for tokens in part]
+
+
+def encode(token_lists: Sequence[Sequence[str]], token_ids: dict[str, int],
+           max_len: int) -> np.ndarray:
+    """Map tokens to ids (unknown → `<UNK>`), truncate to `max_len`, right-pad with `<PAD>`."""
+    ids = np.full((len(token_lists), max_len), PAD_ID, dtype=np.int32)
+    for row, tokens in enumerate(token_lists):
+        kept = tokens[:max_len]
+        ids[row, :len(kept)] = [token_ids.get(t, UNK_ID) for t in kept]
+    return ids

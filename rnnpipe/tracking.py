@@ -1,0 +1,267 @@
+"""MLflow bookkeeping: one pipeline execution is one MLflow run, whichever entry point ran it.
+
+Each step is its own process (DVC runs `rnnpipe <step>`), so the run is found, not inherited:
+`MLFLOW_RUN_ID` when a caller (the Prefect flow, a sweep) created the run; otherwise the run in
+`.rnnpipe/run.json` if it is still RUNNING (an earlier step of the same `dvc repro`); otherwise a
+new run. The evaluate step ends the run; a step that raises ends it FAILED with the error.
+
+The store defaults to SQLite at `mlruns/mlflow.db` with artifacts under `mlruns/artifacts`;
+`MLFLOW_TRACKING_URI` overrides it. Only `MlflowClient` calls with explicit run ids are used, since
+MLflow's active run is thread-local and Prefect runs tasks in threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rnnpipe.config import Params
+from rnnpipe.io import write_json
+
+POINTER = Path(".rnnpipe/run.json")
+PREFECT_RUN_ENV = ("RNNPIPE_PREFECT_FLOW_RUN_ID", "RNNPIPE_PREFECT_FLOW_RUN_NAME")
+T = TypeVar("T")
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def store_root(cwd: Path | None = None) -> Path:
+    """The checkout whose `mlruns/` holds the store.
+
+    `dvc exp run --queue` runs each experiment in a temporary copy under `.dvc/tmp/exps/`; its
+    runs belong in the main checkout's store, not in a folder DVC deletes afterwards.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
+def tracking_uri(params: Params) -> str:
+    """`MLFLOW_TRACKING_URI`, else `params.mlflow.tracking_uri` with relative SQLite paths anchored
+    at the store root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.mlflow.tracking_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        db = store_root() / uri[len(prefix):]
+        db.parent.mkdir(parents=True, exist_ok=True)
+        uri = prefix + str(db)
+    return uri
+
+
+def retry_locked(fn: Callable[[], T], attempts: int = 8, base_delay_s: float = 0.2) -> T:
+    """Call `fn`, retrying with jittered backoff while SQLite says the database is locked.
+
+    Two pipelines writing one SQLite store at once see this; the lock is released in ms.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # MLflow wraps the sqlite error in several exception types
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(base_delay_s * 2 ** attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def client(params: Params):
+    """An `MlflowClient` for the configured store (sets the fluent API's URI too)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(uri)
+
+
+def experiment_id(mlflow_client, params: Params) -> str:
+    """Get or create the experiment; a local store keeps its artifacts under `mlruns/`."""
+    name = params.mlflow.experiment
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if tracking_uri(params).startswith("sqlite:"):
+        location = (store_root() / params.mlflow.artifact_root).resolve().as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it first
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"epochs": 5}}` → `{"train.epochs": 5}`."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    """The commit and whether the tree differs from it (MLflow's own tag names where they exist)."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                 timeout=20, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    tags = {"mlflow.source.git.commit": commit, "git.commit": commit,
+            "git.dirty": str(bool(status)).lower()}
+    branch = git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch and branch != "HEAD":
+        tags["mlflow.source.git.branch"] = branch
+    return tags
+
+
+def dvc_lock_hashes(lock_path: Path = Path("dvc.lock")) -> dict[str, str]:
+    """`{path: md5}` for every dependency and output recorded in `dvc.lock`."""
+    if not lock_path.exists():
+        return {}
+    import yaml
+
+    lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
+    hashes: dict[str, str] = {}
+    for stage in (lock.get("stages") or {}).values():
+        for entry in (stage.get("deps") or []) + (stage.get("outs") or []):
+            if "md5" in entry:
+                hashes[entry["path"]] = entry["md5"]
+    return hashes
+
+
+def run_tags(step: str) -> dict[str, str]:
+    """Tags that tie a run to whoever started it: git, DVC experiment, Prefect flow run."""
+    tags = {"rnnpipe.started_by_step": step, "mlflow.source.type": "JOB",
+            "mlflow.source.name": "rnnpipe", **git_tags()}
+    flow_id, flow_name = (os.environ.get(k) for k in PREFECT_RUN_ENV)
+    if flow_id:
+        tags["prefect.flow_run_id"] = flow_id
+    if flow_name:
+        tags["prefect.flow_run_name"] = flow_name
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["dvc.exp_baseline_rev"] = os.environ["DVC_EXP_BASELINE_REV"]
+    return tags
+
+
+class StepRun:
+    """The pipeline's MLflow run as seen from one step, with explicit-run-id logging helpers."""
+
+    def __init__(self, mlflow_client, run_id: str, created: bool, step: str) -> None:
+        self.client = mlflow_client
+        self.run_id = run_id
+        self.created = created
+        self.step = step
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log numeric metrics (optionally at an epoch `step`) in one batch."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        retry_locked(lambda: self.client.log_batch(self.run_id, metrics=batch))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set string tags in one batch."""
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        retry_locked(lambda: self.client.log_batch(self.run_id, tags=batch))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload one file to the run's artifacts."""
+        retry_locked(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+
+    def log_ingest(self, summary: dict) -> None:
+        """Record the ingest summary: sizes and drops as metrics, the JSON as an artifact."""
+        metrics = {f"ingest.{k}": v for k, v in summary["splits"].items()}
+        metrics.update({f"ingest.dropped.{k}": v for k, v in summary["dropped"].items()})
+        metrics["ingest.documents_kept"] = summary["documents_kept"]
+        self.log_metrics(metrics)
+        self.log_artifact("reports/ingest.json", "reports")
+
+    def log_vocab(self, summary: dict) -> None:
+        """Record the vocabulary summary."""
+        self.log_metrics({"vocab.size": summary["size"],
+                          "vocab.train_coverage": summary["train_coverage"],
+                          "vocab.val_oov_rate": summary["val_oov_rate"]})
+        self.log_artifact("reports/vocab.json", "reports")
+
+
+def _new_run(mlflow_client, params: Params, step: str) -> str:
+    from mlflow.entities import Param
+
+    exp_id = retry_locked(lambda: experiment_id(mlflow_client, params))
+    run = retry_locked(lambda: mlflow_client.create_run(exp_id, tags=run_tags(step)))
+    flat = flatten({k: v for k, v in params.to_dict().items() if k != "sweep"})
+    batch = [Param(k, json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v)
+             for k, v in flat.items()]
+    retry_locked(lambda: mlflow_client.log_batch(run.info.run_id, params=batch))
+    return run.info.run_id
+
+
+def _pointed_run(mlflow_client) -> str | None:
+    """The run an earlier step of this execution left RUNNING, if any."""
+    if not POINTER.exists():
+        return None
+    try:
+        run_id = json.loads(POINTER.read_text(encoding="utf-8"))["run_id"]
+        run = retry_locked(lambda: mlflow_client.get_run(run_id))
+    except Exception:  # a pointer into another store, or a deleted run
+        return None
+    return run_id if run.info.status == "RUNNING" else None
+
+
+def open_run(params: Params, step: str) -> StepRun:
+    """Find or create the pipeline's run for `step` (see the module docstring)."""
+    mlflow_client = client(params)
+    run_id = os.environ.get("MLFLOW_RUN_ID") or _pointed_run(mlflow_client)
+    created = run_id is None
+    if created:
+        run_id = _new_run(mlflow_client, params, step)
+        write_json(POINTER, {"run_id": run_id})
+    run = StepRun(mlflow_client, run_id, created, step)
+    if not created:
+        run.set_tags({k: v for k, v in run_tags(step).items()
+                      if k.startswith(("prefect.", "dvc.exp"))})
+    return run
+
+
+def end_run(run: StepRun, status: str, error: str | None = None) -> None:
+    """Terminate the run (FINISHED or FAILED, with the error as a tag) and drop the pointer."""
+    if error is not None:
+        run.set_tags({"error": error[:5000], "rnnpipe.failed_step": run.step})
+    retry_locked(lambda: run.client.set_terminated(run.run_id, status))
+    POINTER.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def step_run(step: str, params: Params, final: bool = False) -> Iterator[StepRun]:
+    """The pipeline run for one step; ends it FINISHED when `final`, FAILED if the step raises."""
+    run = open_run(params, step)
+    try:
+        yield run
+    except BaseException as exc:
+        end_run(run, "FAILED", f"{step}: {type(exc).__name__}: {exc}")
+        raise
+    if final:
+        end_run(run, "FINISHED")

@@ -33,9 +33,27 @@ test: $(VENV)/.installed-dev  ## run the test suite
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check rnnpipe flows tests benchmarks
 
-ui: $(VENV)/.installed  ## MLflow UI on 127.0.0.1:5000 (no job-execution workers)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(HOST) --port 5000 --workers 1
+# The MLflow store rnnpipe writes (MLFLOW_TRACKING_URI overrides it, as it does for rnnpipe).
+STORE_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
+UI_PORT ?= 5000
+SERVE_PORT ?= 5001
+MODEL_URI ?= models:/rnnpipe@champion
+
+# MLflow 3 starts job-execution workers (huey consumers, ~2 GB) with the server unless told
+# not to; nothing here submits jobs, so they are off.
+ui: $(VENV)/.installed  ## MLflow UI on $(HOST):$(UI_PORT) (no job-execution workers)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(STORE_URI) \
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(HOST) --port $(UI_PORT) \
+		--workers 1
+
+# Raw text in, label + probabilities out: curl the /invocations example in the README.
+serve: $(VENV)/.installed  ## serve $(MODEL_URI) over HTTP on $(HOST):$(SERVE_PORT)
+	MLFLOW_TRACKING_URI=$(STORE_URI) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
+		$(BIN)/mlflow models serve -m $(MODEL_URI) --env-manager local \
+		--host $(HOST) --port $(SERVE_PORT)
+
+server: $(VENV)/.installed  ## Prefect server and UI on 127.0.0.1:4200; then export PREFECT_API_URL=http://127.0.0.1:4200/api
+	$(BIN)/prefect server start --host $(HOST) --port 4200
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/pipeline.py

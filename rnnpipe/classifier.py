@@ -18,7 +18,9 @@ from rnnpipe.errors import DataError
 from rnnpipe.text import encode, tokenize
 from rnnpipe.vocab import Vocabulary
 
-PIP_REQUIREMENTS_PACKAGES = ("tensorflow-cpu", "keras", "jieba", "numpy", "pandas", "mlflow")
+# What the model's code imports (rnnpipe/config.py needs PyYAML); pinned to the versions here.
+PIP_REQUIREMENTS_PACKAGES = ("tensorflow-cpu", "keras", "jieba", "numpy", "pandas", "pyyaml",
+                             "mlflow")
 
 
 class TextClassifier:
@@ -64,37 +66,61 @@ class TextClassifier:
 
 
 def texts_from_input(model_input: Any) -> list[str]:
-    """Accept a DataFrame with a `text` column (or a single column), a Series, a list of strings,
-    or one string."""
+    """Raw texts from what a caller or MLflow hands the model.
+
+    Accepts a DataFrame with a `text` column (or a single column, as MLflow builds from a list
+    of strings), a Series or array, a list of strings, one string, or `{"text": [...]}`. MLflow
+    turns a dict of lists into a one-row DataFrame whose cell holds the whole list, so list-valued
+    cells are flattened back into one text each.
+    """
     if isinstance(model_input, pd.DataFrame):
         if "text" in model_input.columns:
-            column = model_input["text"]
+            values = model_input["text"].tolist()
         elif len(model_input.columns) == 1:
-            column = model_input.iloc[:, 0]
+            values = model_input.iloc[:, 0].tolist()
         else:
             raise DataError(f"input needs a 'text' column, got columns {list(model_input.columns)}")
-        return [str(t) for t in column]
-    if isinstance(model_input, pd.Series | np.ndarray):
-        return [str(t) for t in model_input.tolist()]
-    if isinstance(model_input, str):
-        return [model_input]
-    if isinstance(model_input, dict) and "text" in model_input:
-        value = model_input["text"]
-        return [value] if isinstance(value, str) else [str(t) for t in value]
-    return [str(t) for t in model_input]
+    elif isinstance(model_input, pd.Series | np.ndarray):
+        values = model_input.tolist()
+    elif isinstance(model_input, str):
+        values = [model_input]
+    elif isinstance(model_input, dict) and "text" in model_input:
+        values = [model_input["text"]]
+    else:
+        values = list(model_input)
+    texts: list[str] = []
+    for value in values:
+        if isinstance(value, list | tuple | np.ndarray | pd.Series):
+            texts.extend(str(t) for t in value)
+        else:
+            texts.append(str(value))
+    return texts
 
 
 try:
     import mlflow.pyfunc
 
     class PyfuncClassifier(mlflow.pyfunc.PythonModel):
-        """MLflow pyfunc over `TextClassifier`: artifacts `model` (.keras) and `vocab` (.json)."""
+        """MLflow pyfunc over `TextClassifier`: artifacts `model` (.keras) and `vocab` (.json).
 
-        def load_context(self, context) -> None:
+        The logged signature is one unnamed string column, so MLflow's schema enforcement
+        accepts both a DataFrame with a `text` column and a plain list of strings (a named
+        `text` column would reject lists), and always hands `predict` a DataFrame.
+        """
+
+        def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+            """Load the Keras model and vocabulary from the model's own artifacts."""
             self.classifier = TextClassifier.load(context.artifacts["model"],
                                                   context.artifacts["vocab"])
 
-        def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        # `pd.DataFrame` is what MLflow passes after enforcing a column signature. It is also a
+        # hint MLflow does not infer a signature from, so the explicit signature (with the
+        # label and probability columns) stays; `list[str]` would replace it with an untyped
+        # output schema and load the Keras model once more while logging.
+        def predict(self, context: mlflow.pyfunc.PythonModelContext | None,
+                    model_input: pd.DataFrame,
+                    params: dict[str, Any] | None = None) -> pd.DataFrame:
+            """`label` and one `prob_<label>` column per class, one row per input text."""
             return self.classifier.predict(texts_from_input(model_input))
 except ImportError:  # mlflow is optional for plain prediction
     PyfuncClassifier = None  # type: ignore[assignment,misc]

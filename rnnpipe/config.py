@@ -75,6 +75,7 @@ class TrainParams:
     embedding_dim: int = 64
     lstm_units: list[int] = field(default_factory=lambda: [64])
     fc_units: int = 64
+    embedding_dropout: float = 0.0
     dropout: float = 0.2
     max_len: int = 100
     batch_size: int = 64
@@ -93,6 +94,8 @@ class TrainParams:
         for name in ("embedding_dim", "fc_units", "max_len", "batch_size", "epochs"):
             _check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1", getattr(self, name))
         _check(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)", self.dropout)
+        _check(0 <= self.embedding_dropout < 1, "train.embedding_dropout", "must be in [0, 1)",
+               self.embedding_dropout)
         _check(self.learning_rate > 0, "train.learning_rate", "must be > 0", self.learning_rate)
         _check(self.clipnorm > 0, "train.clipnorm", "must be > 0", self.clipnorm)
         _check(self.patience >= 0, "train.patience", "must be >= 0", self.patience)

@@ -178,6 +178,11 @@ def log_to_mlflow(run, metrics: dict, params) -> None:
                      **{f"test_f1.{label}": m["f1"] for label, m in metrics["per_class"].items()}})
     for path in (METRICS_PATH, REPORT_PATH, CONFUSION_PATH, Path("reports/train.json")):
         run.log_artifact(path, "reports")
+    # The ingest and vocab steps log their summaries only when DVC re-runs them; a run that
+    # started at train (`dvc exp run -S train.epochs=2`) gets the current ones here.
+    for path in (Path("reports/ingest.json"), Path("reports/vocab.json")):
+        if path.exists():
+            run.log_artifact(path, "reports")
     for path in sorted(PLOTS_DIR.glob("*.png")):
         run.log_artifact(path, "plots")
     run.log_artifact(VOCAB_PATH, "vocabulary")

@@ -219,16 +219,33 @@ def _new_run(mlflow_client, params: Params, step: str) -> str:
     return run.info.run_id
 
 
+def _execution_id() -> int:
+    """Identifies one pipeline execution: the process group, which `dvc repro`, `dvc exp run`
+    and the Prefect flow share with every stage process they start."""
+    return os.getpgid(0)
+
+
 def _pointed_run(mlflow_client) -> str | None:
-    """The run an earlier step of this execution left RUNNING, if any."""
+    """The run an earlier step of this execution left RUNNING, if any.
+
+    A RUNNING run left by another execution was abandoned (its process was killed): it is marked
+    KILLED so the UI does not show it running forever.
+    """
     if not POINTER.exists():
         return None
     try:
-        run_id = json.loads(POINTER.read_text(encoding="utf-8"))["run_id"]
+        pointer = json.loads(POINTER.read_text(encoding="utf-8"))
+        run_id = pointer["run_id"]
         run = retry_locked(lambda: mlflow_client.get_run(run_id))
     except Exception:  # a pointer into another store, or a deleted run
         return None
-    return run_id if run.info.status == "RUNNING" else None
+    if run.info.status != "RUNNING":
+        return None
+    if pointer.get("execution") == _execution_id():
+        return run_id
+    retry_locked(lambda: mlflow_client.set_tag(run_id, "rnnpipe.abandoned", "true"))
+    retry_locked(lambda: mlflow_client.set_terminated(run_id, "KILLED"))
+    return None
 
 
 def open_run(params: Params, step: str) -> StepRun:
@@ -238,7 +255,7 @@ def open_run(params: Params, step: str) -> StepRun:
     created = run_id is None
     if created:
         run_id = _new_run(mlflow_client, params, step)
-        write_json(POINTER, {"run_id": run_id})
+        write_json(POINTER, {"run_id": run_id, "execution": _execution_id()})
     run = StepRun(mlflow_client, run_id, created, step)
     if not created:
         run.set_tags({k: v for k, v in run_tags(step).items()

@@ -16,9 +16,11 @@ import csv
 import hashlib
 import json
 import math
+import re
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,10 @@ def build_model(vocab_size: int, num_classes: int, params: TrainParams):
     inputs = keras.Input(shape=(params.max_len,), dtype="int32", name="token_ids")
     x = keras.layers.Embedding(vocab_size, params.embedding_dim, mask_zero=True,
                                name="embedding")(inputs)
+    if params.embedding_dropout:
+        # Drops whole embedding channels: the strongest guard against memorising rare words.
+        x = keras.layers.SpatialDropout1D(params.embedding_dropout, seed=params.seed,
+                                          name="embedding_dropout")(x)
     for layer in build_lstm_stack(params.lstm_units, params.cell):
         x = layer(x)
     x = keras.layers.Dense(params.fc_units, activation="relu", name="fc")(x)
@@ -132,10 +138,17 @@ def _training_callbacks(params: TrainParams, state: dict, checkpoint_dir: Path,
             self.model.stop_training = state["stopped"]
             with atomic_path(checkpoint_dir / "last.keras") as tmp:
                 self.model.save(tmp)
+            # Keras does not save random-seed state (dropout's counter); a resumed run must
+            # continue the same random stream to end where an uninterrupted run would.
+            state["seed_states"] = [np.asarray(v).tolist() for v in _seed_variables(self.model)]
             write_json(checkpoint_dir / "state.json", state)
             on_epoch(row)
 
     return [EarlyStoppingCheckpoint()]
+
+
+def _seed_variables(model) -> list:
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def _resume_state(checkpoint_dir: Path, key: str) -> dict | None:
@@ -175,6 +188,8 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
         import rnnpipe.lstm  # noqa: F401  (registers the manual cell for deserialisation)
 
         model = keras.saving.load_model(checkpoint_dir / "last.keras", safe_mode=True)
+        for variable, value in zip(_seed_variables(model), state["seed_states"], strict=True):
+            variable.assign(np.array(value, dtype=variable.dtype))
         print(f"train: resuming after epoch {len(state['history'])} from {checkpoint_dir}",
               flush=True)
 
@@ -196,6 +211,7 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
     model.load_weights(checkpoint_dir / "best.weights.h5")
     with atomic_path(model_path) as tmp:
         model.save(tmp)
+        normalize_keras_archive(tmp)
     write_history(history_path, state["history"])
     epoch_seconds = [row["seconds"] for row in state["history"]]
     summary = {
@@ -213,6 +229,41 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
               "examples_per_s": round(len(x_train) / float(np.median(epoch_seconds)), 1)
               if epoch_seconds else None}
     return {**summary, **timing}
+
+
+_SHARED_OBJECT_ID = re.compile(rb'"shared_object_id": (\d+)')
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can hold
+
+
+def normalize_keras_archive(path: Path) -> None:
+    """Rewrite a `.keras` file so its bytes depend only on the model, not on when or where it
+    was saved: same weights and config, same bytes, same DVC hash.
+
+    Keras stamps the save time into `metadata.json` (`date_saved`) and into the weights' zip
+    entry, and numbers shared objects in `config.json` by their memory address (`id()`). Here
+    the date is dropped, every entry gets a fixed timestamp and the ids are renumbered in order
+    of first appearance (the same object keeps the same number, which is all loading needs).
+    """
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    numbers: dict[bytes, bytes] = {}
+
+    def renumber(match: re.Match[bytes]) -> bytes:
+        number = numbers.setdefault(match.group(1), str(len(numbers)).encode())
+        return b'"shared_object_id": ' + number
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = _SHARED_OBJECT_ID.sub(renumber, data)
+            entry = zipfile.ZipInfo(info.filename, date_time=_ZIP_EPOCH)
+            entry.compress_type = info.compress_type
+            entry.external_attr = info.external_attr
+            archive.writestr(entry, data)
 
 
 def write_history(path: Path, history: list[dict]) -> None:

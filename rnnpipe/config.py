@@ -7,6 +7,7 @@ dotted key, e.g. ``train.epochs: must be >= 1, got -3``.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import types
 import typing
@@ -40,6 +41,9 @@ class IngestParams:
         _check(self.source.strip() != "", "ingest.source", "must not be empty", self.source)
         _check_choice("ingest.format", self.format, FORMATS)
         _check_choice("ingest.on_bad_line", self.on_bad_line, ("error", "skip"))
+        _check(self.encoding == "auto" or _is_codec(self.encoding), "ingest.encoding",
+               "must be auto or a Python codec name (utf-8, gb18030, gbk, big5...)",
+               self.encoding)
         for name in ("val_size", "test_size"):
             value = getattr(self, name)
             _check(0 < value < 1, f"ingest.{name}", "must be between 0 and 1 (exclusive)", value)
@@ -72,6 +76,7 @@ class TrainParams:
     """The model and how it is fitted."""
 
     cell: str = "keras"
+    pooling: str = "last"
     embedding_dim: int = 64
     lstm_units: list[int] = field(default_factory=lambda: [64])
     fc_units: int = 64
@@ -87,6 +92,7 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         _check_choice("train.cell", self.cell, ("keras", "manual"))
+        _check_choice("train.pooling", self.pooling, ("last", "max", "mean"))
         _check(len(self.lstm_units) >= 1, "train.lstm_units", "needs at least one layer",
                self.lstm_units)
         _check(all(u >= 1 for u in self.lstm_units), "train.lstm_units",
@@ -178,6 +184,14 @@ class Params:
         return dataclasses.asdict(self)
 
 
+def _is_codec(name: str) -> bool:
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
     if not ok:
         raise ParamsError(f"{key}: {message}, got {value!r}")
@@ -255,9 +269,20 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
     if not path.exists():
         raise ParamsError(f"{path}: no such file (run rnnpipe from the project root)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: cannot read: not UTF-8 ({exc.reason})") from None
+    except OSError as exc:  # a folder called params.yaml, no permission
+        raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+        # One line with file:line:column, not PyYAML's multi-line snippet with a caret.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(str(p) for p in (getattr(exc, "context", None),
+                                             getattr(exc, "problem", None)) if p) or str(exc)
+        raise ParamsError(f"{where}: not valid YAML: {problem}") from None
     data = apply_overrides(data or {}, overrides or {})
     return params_from_dict(data)
 

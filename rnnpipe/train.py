@@ -56,8 +56,9 @@ def load_split(name: str, vocab: Vocabulary, max_len: int,
 
 
 def build_model(vocab_size: int, num_classes: int, params: TrainParams):
-    """The classifier: masked embedding → `lstm_units` stacked LSTM layers → ReLU dense with
-    dropout → softmax. `params.cell` picks `keras.layers.LSTM` or rnnpipe's hand-written cell."""
+    """The classifier: masked embedding → `lstm_units` stacked LSTM layers → (the last real
+    step's output, or max/mean over steps: `params.pooling`) → ReLU dense with dropout → softmax.
+    `params.cell` picks `keras.layers.LSTM` or rnnpipe's hand-written cell."""
     import keras
 
     from rnnpipe.lstm import build_lstm_stack
@@ -69,8 +70,17 @@ def build_model(vocab_size: int, num_classes: int, params: TrainParams):
         # Drops whole embedding channels: the strongest guard against memorising rare words.
         x = keras.layers.SpatialDropout1D(params.embedding_dropout, seed=params.seed,
                                           name="embedding_dropout")(x)
-    for layer in build_lstm_stack(params.lstm_units, params.cell):
+    stack = build_lstm_stack(params.lstm_units, params.cell, timesteps=params.max_len)
+    if params.pooling != "last":
+        # Pool over every step's output instead of taking the last one. Masked steps repeat the
+        # last real output, so max pooling ignores padding; mean pooling is given the mask.
+        stack[-1].return_sequences = True
+    for layer in stack:
         x = layer(x)
+    if params.pooling == "max":
+        x = keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
+    elif params.pooling == "mean":
+        x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
     x = keras.layers.Dense(params.fc_units, activation="relu", name="fc")(x)
     x = keras.layers.Dropout(params.dropout, seed=params.seed, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)

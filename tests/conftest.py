@@ -123,8 +123,11 @@ def make_project(root: Path, source: Path, tokenizer: str, train: dict | None = 
     params["vocab"].update(tokenizer=tokenizer, min_count=1, workers=1, **(vocab or {}))
     params["train"].update(TINY_TRAIN, **(train or {}))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    (root / "corpus").mkdir(exist_ok=True)  # the ingest stage depends on it (dvc.yaml)
+    shutil.copy(REPO / "corpus" / "README.md", root / "corpus" / "README.md")
     run(["git", "init", "-q"], root)
     run([str(BIN / "dvc"), "init", "-q"], root)
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "project"], root)
     return root

@@ -42,12 +42,15 @@ def test_stacked_lstm_layers_are_real(units):
     assert model.output_shape == (None, 3)
 
 
-@pytest.mark.parametrize("cell", ["keras", "manual"])
-def test_padding_does_not_change_the_answer(cell):
+@pytest.mark.parametrize(("cell", "pooling"),
+                         [("keras", "last"), ("manual", "last"), ("keras", "max"),
+                          ("manual", "max"), ("keras", "mean")])
+def test_padding_does_not_change_the_answer(cell, pooling):
     import keras
 
-    short = build_model(40, 2, dataclasses.replace(TINY, max_len=6, cell=cell, lstm_units=[8, 8]))
-    long = build_model(40, 2, dataclasses.replace(TINY, max_len=15, cell=cell, lstm_units=[8, 8]))
+    params = dataclasses.replace(TINY, cell=cell, pooling=pooling, lstm_units=[8, 8])
+    short = build_model(40, 2, dataclasses.replace(params, max_len=6))
+    long = build_model(40, 2, dataclasses.replace(params, max_len=15))
     long.set_weights(short.get_weights())
     rng = np.random.default_rng(0)
     ids = rng.integers(2, 40, size=(4, 6)).astype("int32")

@@ -1,7 +1,9 @@
 """The error types rnnpipe raises for problems a user can fix.
 
-The CLI prints these as one line and exits non-zero; anything else is a bug and keeps its
-traceback.
+The CLI prints these as one line (`rnnpipe: error: <file>:<line>: <what>` or `<dotted.key>:
+<what>`) and exits 2, which the Prefect flow does not retry; `--debug` shows the traceback. An
+`OSError` (disk full, no permission to write) is one line with exit 1. Anything else is a bug
+and keeps its traceback.
 """
 
 

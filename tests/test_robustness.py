@@ -527,8 +527,6 @@ NOT_OUTPUTS = {
     ("registry.py", 'open(lock_path, "a")'): "an empty lock file",
     ("train.py", 'zipfile.ZipFile(path, "w")'): "rewrites the temp file inside atomic_path",
     ("train.py", "archive.writestr("): "same",
-    ("train.py", 'save_weights(checkpoint_dir / "best.weights.h5")'):
-        "checkpoint internals, never an output; a resumed run replays the epoch and rewrites it",
     ("vocab.py", "vocab.save("): "Vocabulary.save is write_json",
     ("sweep.py", "shutil.copy"): "copies the project into a trial's scratch folder",
     ("tracking.py", "shutil.copy2(path, copy)"):

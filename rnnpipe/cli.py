@@ -1,19 +1,24 @@
 """The `rnnpipe` command: one subcommand per step (what `dvc.yaml` calls), the Prefect flow,
 prediction, sweeps and serving.
 
-Problems a user can fix (`RnnpipeError`) print one line and exit 2; `--debug` shows the traceback.
+Problems a user can fix (`RnnpipeError`: bad params or data) print one line and exit 2; an
+`OSError` (disk full, an unwritable folder) prints one line and exits 1; `--debug`, before or
+after the subcommand, shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import rnnpipe  # noqa: F401  (environment defaults before anything heavy loads)
 from rnnpipe.errors import RnnpipeError
 
 USER_ERROR_EXIT = 2  # bad input or params; flows/pipeline.py does not retry these
+ENVIRONMENT_ERROR_EXIT = 1  # an OSError (disk full, permissions): retrying may help
 
 
 def _step(module: str) -> Callable[[argparse.Namespace], None]:
@@ -28,10 +33,133 @@ def _step(module: str) -> Callable[[argparse.Namespace], None]:
 def _run(args: argparse.Namespace) -> None:
     from rnnpipe.config import parse_overrides
 
+    overrides = parse_overrides(args.set)
+    api = TemporaryPrefectApi.start_unless_configured()
     sys.path.insert(0, ".")
-    from flows.pipeline import pipeline
+    from flows.pipeline import pipeline  # imports Prefect while the API server starts
 
-    pipeline(overrides=parse_overrides(args.set), force=args.force)
+    if api is not None:
+        api.wait_until_ready()
+    pipeline(overrides=overrides, force=args.force)
+
+
+class TemporaryPrefectApi:
+    """Prefect's temporary API server, started before this process imports Prefect.
+
+    With no API configured, the flow starts this same server itself (Prefect's
+    `SubprocessASGIServer`: uvicorn serving `prefect.server.api.server:create_app` on a local
+    port, UI off, ephemeral services), but only after this process has imported Prefect and the
+    server's modules, and then waits for it to start: on 2 cores about 3 s of imports plus 4 s
+    of start-up, one after the other. Started first, the server starts while Prefect is
+    imported, and this process never imports the server's modules. Used only when nothing could
+    point Prefect at another API (`prefect_configured`); otherwise Prefect does what it does.
+    """
+
+    def __init__(self) -> None:
+        import atexit
+        import socket
+        import subprocess
+
+        # The socket is bound here and handed to uvicorn (`--fd`): the port is known before
+        # Prefect reads its settings, and no other process can take it in between.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.api_url = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--fd", str(sock.fileno()), "--factory",
+                 "prefect.server.api.server:create_app", "--log-level", "error",
+                 "--lifespan", "on"],
+                env={**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                     "PREFECT__SERVER_FINAL": "1"},
+                pass_fds=[sock.fileno()])
+        finally:
+            sock.close()
+        os.environ["PREFECT_API_URL"] = self.api_url
+        # No "View at <url>" link per run: this server has no UI, and is gone when the run is.
+        os.environ.setdefault("PREFECT_UI_URL", "")
+        # At exit, after Prefect's own exit hooks have sent their last logs and events, as
+        # Prefect stops the server it starts.
+        atexit.register(self.stop)
+
+    @classmethod
+    def start_unless_configured(cls) -> TemporaryPrefectApi | None:
+        """The started server, or None when Prefect may be configured to use another API."""
+        return None if prefect_configured() else cls()
+
+    def wait_until_ready(self) -> None:
+        """Wait until the API answers (`PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`)."""
+        import time
+        import urllib.error
+        import urllib.request
+
+        timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 120))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.05)
+        code = self.process.poll()
+        self.stop()
+        raise RuntimeError(f"the temporary Prefect API server did not start "
+                           f"({'exit status ' + str(code) if code is not None else 'timed out'})"
+                           f"; `make server` runs one to point PREFECT_API_URL at")
+
+    def stop(self) -> None:
+        """Stop the server (what Prefect's own temporary server does at exit)."""
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def prefect_configured(cwd: Path | None = None) -> bool:
+    """Whether anything could make Prefect use another API than its temporary server, or
+    settings this process cannot see before importing Prefect: then `rnnpipe run` leaves the
+    server to Prefect. Cautious: any Prefect settings file counts, whatever it sets.
+
+    Prefect reads settings from the environment, the active profile in `profiles.toml`, and
+    `prefect.toml`, `pyproject.toml` (`[tool.prefect]`) and `.env` in the working directory.
+    """
+    if any(key in os.environ for key in ("PREFECT_API_URL", "PREFECT_PROFILE",
+                                         "PREFECT_PROFILES_PATH",
+                                         "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE",
+                                         "PREFECT_SERVER_EPHEMERAL_ENABLED")):
+        return True
+    cwd = cwd or Path.cwd()
+    if (cwd / "prefect.toml").exists():
+        return True
+    for name, marker in ((".env", "PREFECT_"), ("pyproject.toml", "tool.prefect")):
+        try:
+            if marker in (cwd / name).read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:
+            pass
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    try:
+        text = (home / "profiles.toml").read_text(encoding="utf-8")
+    except OSError:
+        return False  # no profiles: Prefect's defaults, the temporary server
+    import tomllib
+
+    try:
+        profiles = tomllib.loads(text)
+        active = profiles.get("profiles", {}).get(profiles.get("active", "ephemeral"), {})
+    except (tomllib.TOMLDecodeError, AttributeError):
+        return True
+    return any(key in active for key in ("PREFECT_API_URL", "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE",
+                                         "PREFECT_SERVER_EPHEMERAL_ENABLED"))
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -71,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnpipe", description="Reproducible, tracked LSTM text classification: ingest → "
         "vocab → train → evaluate, run by DVC or Prefect and recorded in MLflow.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    # `rnnpipe ingest --debug` works too: the same flag on every subcommand, which only sets it
+    # when given (SUPPRESS), so it never resets one given before the subcommand.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module, text in (
         ("ingest", "ingest", "read, validate, dedupe and split the corpus (params: ingest)"),
@@ -78,11 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "train", "train the LSTM classifier (params: train)"),
         ("evaluate", "evaluate", "score on test, write reports, log and register the model"),
     ):
-        step = sub.add_parser(name, help=text, description=f"{text}. Reads params.yaml in the "
-                              "current directory; dvc.yaml runs this command as a stage.")
+        step = sub.add_parser(name, help=text, parents=[debug],
+                              description=f"{text}. Reads params.yaml in the current "
+                              "directory; dvc.yaml runs this command as a stage.")
         step.set_defaults(func=_step(module))
 
-    run = sub.add_parser("run", help="run the whole pipeline as the Prefect flow rnnpipe-pipeline",
+    run = sub.add_parser("run", parents=[debug],
+                         help="run the whole pipeline as the Prefect flow rnnpipe-pipeline",
                          description="Run the Prefect flow rnnpipe-pipeline: each step is a task "
                          "that reproduces its DVC stage, so only what changed re-runs.")
     run.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -91,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run every stage")
     run.set_defaults(func=_run)
 
-    predict = sub.add_parser("predict", help="label raw texts with the champion model",
+    predict = sub.add_parser("predict", parents=[debug],
+                             help="label raw texts with the champion model",
                              description="Print label and class probabilities per text (JSON "
                              "lines). Default model: models:/<register.model_name>@champion, "
                              "else the workspace's models/model.keras.")
@@ -100,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "runs:/id/model, a path) or 'local' for the workspace model")
     predict.set_defaults(func=_predict)
 
-    sweep = sub.add_parser("sweep", help="hyperparameter sweep (Prefect flow rnnpipe-sweep on Dask)",
+    sweep = sub.add_parser("sweep", parents=[debug],
+                           help="hyperparameter sweep (Prefect flow rnnpipe-sweep on Dask)",
                            description="Run the search in params.yaml's sweep section; trials run "
                            "in parallel on a Dask cluster (local unless --address).")
     sweep.add_argument("--address", help="an existing Dask scheduler, e.g. tcp://127.0.0.1:8786")
@@ -108,11 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a param for every trial")
     sweep.set_defaults(func=_sweep)
 
-    serve = sub.add_parser("serve", help="serve the scheduled deployment rnnpipe-pipeline/scheduled",
+    serve = sub.add_parser("serve", parents=[debug],
+                           help="serve the scheduled deployment rnnpipe-pipeline/scheduled",
                            description="Serve the deployment with the cron in params.yaml "
                            "(schedule.cron) against PREFECT_API_URL.")
     serve.set_defaults(func=_serve)
     return parser
+
+
+def one_line(message: str) -> str:
+    """A message as one line: multi-line texts (a YAML parser's, say) are joined with `; `."""
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,7 +266,15 @@ def main(argv: list[str] | None = None) -> None:
     except RnnpipeError as exc:
         if args.debug:
             raise
-        print(f"rnnpipe: error: {exc}", file=sys.stderr)
+        print(f"rnnpipe: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
+    except OSError as exc:
+        # The environment, not the input: a full disk, an unwritable folder. One line too, but
+        # exit 1, so the Prefect flow retries it, and the traceback is one flag away.
+        if args.debug:
+            raise
+        print(f"rnnpipe: error: {one_line(str(exc))} (rnnpipe --debug shows where)",
+              file=sys.stderr)
+        sys.exit(ENVIRONMENT_ERROR_EXIT)
     except KeyboardInterrupt:
         sys.exit(130)

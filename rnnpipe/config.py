@@ -288,7 +288,7 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of `data` with `{"section.key": value}` overrides set (values may be YAML)."""
+    """Return a copy of `data` with `{"section.key": value}` overrides set (values as given)."""
     import copy
 
     result = copy.deepcopy(data)
@@ -296,8 +296,6 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
         parts = dotted.split(".")
         if len(parts) < 2:
             raise ParamsError(f"{dotted}: overrides need a dotted key such as train.epochs")
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else value
         node = result
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -315,5 +313,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ParamsError(f"{item}: overrides look like section.key=value")
-        overrides[key.strip()] = value
+        # Command-line values are YAML, as with `dvc exp run -S`: 2 is an int, [64] a list.
+        try:
+            overrides[key.strip()] = yaml.safe_load(value) if value.strip() else value
+        except yaml.YAMLError:
+            raise ParamsError(f"{key}: the value {value!r} is not valid YAML") from None
     return overrides

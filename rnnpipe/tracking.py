@@ -5,6 +5,13 @@ Each step is its own process (DVC runs `rnnpipe <step>`), so the run is found, n
 `.rnnpipe/run.json` if it is still RUNNING (an earlier step of the same `dvc repro`); otherwise a
 new run. The evaluate step ends the run; a step that raises ends it FAILED with the error.
 
+The first steps, ingest and vocab, do not open the run when they succeed: what they log (and
+the run's tags and params, taken when the step starts) waits in `.rnnpipe/pending/`, and the
+next step that opens the run replays it there first (`PendingRun`). So their processes never
+import MLflow (about 2 s each). A step that fails opens the run to end it FAILED, as every step
+does; `record_pending` records what is left when no later step opens a run (the Prefect flow
+calls it when it ends; otherwise the next execution does, as a run of its own).
+
 The store defaults to SQLite at `mlruns/mlflow.db` with artifacts under `mlruns/artifacts`;
 `MLFLOW_TRACKING_URI` overrides it. Only `MlflowClient` calls with explicit run ids are used, since
 MLflow's active run is thread-local and Prefect runs tasks in threads.
@@ -16,7 +23,9 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +35,9 @@ from rnnpipe.config import Params
 from rnnpipe.io import write_json
 
 POINTER = Path(".rnnpipe/run.json")
+PENDING_DIR = Path(".rnnpipe/pending")  # what deferred steps logged (see PendingRun)
+PENDING = PENDING_DIR / "journal.json"
+DEFERRED_STEPS = ("ingest", "vocab")  # steps that log without MLflow when they succeed
 PREFECT_RUN_ENV = ("RNNPIPE_PREFECT_FLOW_RUN_ID", "RNNPIPE_PREFECT_FLOW_RUN_NAME")
 T = TypeVar("T")
 
@@ -81,7 +93,32 @@ def client(params: Params):
 
     uri = tracking_uri(params)
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(uri)
+    with _sqlite_init_lock(uri):
+        # MLflow creates and migrates a new SQLite store's tables when a client first opens it,
+        # without a lock: two pipelines starting at once on one new store then fail ("table
+        # already exists", "duplicate column"). Opening it under a file lock lets one do it.
+        return MlflowClient(uri)
+
+
+@contextlib.contextmanager
+def _sqlite_init_lock(uri: str) -> Iterator[None]:
+    """An exclusive inter-process lock beside a SQLite store's file (a no-op for other stores
+    and where `fcntl` is missing)."""
+    prefix = "sqlite:///"
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None
+    if fcntl is None or not uri.startswith(prefix):
+        yield
+        return
+    db = Path(uri[len(prefix):])
+    with open(db.with_name(f"{db.name}.init.lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def experiment_id(mlflow_client, params: Params) -> str:
@@ -112,22 +149,24 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
     """The commit and whether the tree differs from it (MLflow's own tag names where they exist)."""
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                                 timeout=20, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
-
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
+    # One `git status` answers all three questions (commit, branch, tracked changes): each git
+    # process costs milliseconds, and every step process that opens a run asks.
+    try:
+        out = subprocess.run(["git", "status", "--porcelain=v2", "--branch",
+                              "--untracked-files=no"], cwd=cwd, capture_output=True, text=True,
+                             timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
         return {}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    headers = dict(line[2:].partition(" ")[::2] for line in out.splitlines()
+                   if line.startswith("# "))
+    commit = headers.get("branch.oid", "(initial)")
+    if commit == "(initial)":  # no commit yet
+        return {}
+    dirty = any(line and not line.startswith("#") for line in out.splitlines())
     tags = {"mlflow.source.git.commit": commit, "git.commit": commit,
-            "git.dirty": str(bool(status)).lower()}
-    branch = git("rev-parse", "--abbrev-ref", "HEAD")
-    if branch and branch != "HEAD":
+            "git.dirty": str(dirty).lower()}
+    branch = headers.get("branch.head")
+    if branch and branch != "(detached)":
         tags["mlflow.source.git.branch"] = branch
     return tags
 
@@ -163,7 +202,34 @@ def run_tags(step: str) -> dict[str, str]:
     return tags
 
 
-class StepRun:
+class _StepLog:
+    """What a step logs: the helpers shared by `StepRun` (MLflow now) and `PendingRun` (later)."""
+
+    step: str
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        raise NotImplementedError
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        raise NotImplementedError
+
+    def log_ingest(self, summary: dict) -> None:
+        """Record the ingest summary: sizes and drops as metrics, the JSON as an artifact."""
+        metrics = {f"ingest.{k}": v for k, v in summary["splits"].items()}
+        metrics.update({f"ingest.dropped.{k}": v for k, v in summary["dropped"].items()})
+        metrics["ingest.documents_kept"] = summary["documents_kept"]
+        self.log_metrics(metrics)
+        self.log_artifact("reports/ingest.json", "reports")
+
+    def log_vocab(self, summary: dict) -> None:
+        """Record the vocabulary summary."""
+        self.log_metrics({"vocab.size": summary["size"],
+                          "vocab.train_coverage": summary["train_coverage"],
+                          "vocab.val_oov_rate": summary["val_oov_rate"]})
+        self.log_artifact("reports/vocab.json", "reports")
+
+
+class StepRun(_StepLog):
     """The pipeline's MLflow run as seen from one step, with explicit-run-id logging helpers."""
 
     def __init__(self, mlflow_client, run_id: str, created: bool, step: str) -> None:
@@ -191,32 +257,111 @@ class StepRun:
         """Upload one file to the run's artifacts."""
         retry_locked(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
-    def log_ingest(self, summary: dict) -> None:
-        """Record the ingest summary: sizes and drops as metrics, the JSON as an artifact."""
-        metrics = {f"ingest.{k}": v for k, v in summary["splits"].items()}
-        metrics.update({f"ingest.dropped.{k}": v for k, v in summary["dropped"].items()})
-        metrics["ingest.documents_kept"] = summary["documents_kept"]
-        self.log_metrics(metrics)
-        self.log_artifact("reports/ingest.json", "reports")
 
-    def log_vocab(self, summary: dict) -> None:
-        """Record the vocabulary summary."""
-        self.log_metrics({"vocab.size": summary["size"],
-                          "vocab.train_coverage": summary["train_coverage"],
-                          "vocab.val_oov_rate": summary["val_oov_rate"]})
-        self.log_artifact("reports/vocab.json", "reports")
+class PendingRun(_StepLog):
+    """A deferred step's view of the run: what it logs waits in `.rnnpipe/pending/`.
+
+    Started, it records the run's tags (git state, Prefect flow run), params and start time as
+    they are before the step's work, exactly what opening the run would have recorded; the step
+    that opens the run replays all of it (`_replay`). Artifacts are copied, so the run gets the
+    files as they were when logged. No MLflow import: that is the point.
+    """
+
+    def __init__(self, params: Params, step: str) -> None:
+        self.step = step
+        journal = _read_journal()
+        if journal is not None and journal["execution"] != _execution_id():
+            # Left by an execution that ended before any step opened its run (rare: the
+            # Prefect flow records it when it ends): record it as its own run first.
+            record_pending(params, "FINISHED", "recorded by the next execution: no later step "
+                           "of its execution opened the run")
+            journal = None
+        if journal is None:
+            shutil.rmtree(PENDING_DIR, ignore_errors=True)
+            journal = {"execution": _execution_id(), "step": step,
+                       "start_time": int(time.time() * 1000), "tags": run_tags(step),
+                       "params": _param_values(params), "metrics": [], "artifacts": []}
+        journal.setdefault("steps", []).append(step)
+        self.journal = journal
+        self._save()
+
+    def _save(self) -> None:
+        self.journal["updated"] = int(time.time() * 1000)
+        write_json(PENDING, self.journal)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Keep metrics for the run, with their time and epoch `step`."""
+        now = int(time.time() * 1000)
+        self.journal["metrics"] += [[k, float(v), now, step or 0] for k, v in metrics.items()]
+        self._save()
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Keep a copy of a file for the run's artifacts."""
+        copy = PENDING_DIR / "artifacts" / str(len(self.journal["artifacts"])) / Path(path).name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, copy)
+        self.journal["artifacts"].append([str(copy), artifact_path])
+        self._save()
 
 
-def _new_run(mlflow_client, params: Params, step: str) -> str:
+def _read_journal() -> dict | None:
+    try:
+        return json.loads(PENDING.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _param_values(params: Params) -> dict[str, str]:
+    flat = flatten({k: v for k, v in params.to_dict().items() if k != "sweep"})
+    return {k: json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+            for k, v in flat.items()}
+
+
+def _new_run(mlflow_client, params: Params, step: str, journal: dict | None = None) -> str:
+    """Create the run, with tags and params as of now, or as a deferred step recorded them."""
     from mlflow.entities import Param
 
     exp_id = retry_locked(lambda: experiment_id(mlflow_client, params))
-    run = retry_locked(lambda: mlflow_client.create_run(exp_id, tags=run_tags(step)))
-    flat = flatten({k: v for k, v in params.to_dict().items() if k != "sweep"})
-    batch = [Param(k, json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v)
-             for k, v in flat.items()]
+    tags = journal["tags"] if journal else run_tags(step)
+    start_time = journal["start_time"] if journal else None
+    run = retry_locked(lambda: mlflow_client.create_run(exp_id, start_time=start_time,
+                                                        tags=tags))
+    values = journal["params"] if journal else _param_values(params)
+    batch = [Param(k, v) for k, v in values.items()]
     retry_locked(lambda: mlflow_client.log_batch(run.info.run_id, params=batch))
     return run.info.run_id
+
+
+def _replay(mlflow_client, run_id: str, journal: dict) -> None:
+    """Log what deferred steps kept on the run, then forget it."""
+    from mlflow.entities import Metric
+
+    if journal["metrics"]:
+        batch = [Metric(k, v, ts, step) for k, v, ts, step in journal["metrics"]]
+        retry_locked(lambda: mlflow_client.log_batch(run_id, metrics=batch))
+    for copy, artifact_path in journal["artifacts"]:
+        retry_locked(lambda c=copy, a=artifact_path: mlflow_client.log_artifact(run_id, c, a))
+    shutil.rmtree(PENDING_DIR, ignore_errors=True)
+
+
+def record_pending(params: Params, status: str, note: str) -> str | None:
+    """Record what deferred steps left in `.rnnpipe/pending/` as a run ended with `status`
+    (the note as a tag); return its id, or None when nothing is pending.
+
+    For executions in which no later step opened the run: only ingest and vocab ran (the model
+    was up to date), or the next step's process died before it got that far.
+    """
+    journal = _read_journal()
+    if journal is None:
+        return None
+    mlflow_client = client(params)
+    run_id = _new_run(mlflow_client, params, journal["step"], journal)
+    _replay(mlflow_client, run_id, journal)
+    tag = "error" if status == "FAILED" else "rnnpipe.note"
+    retry_locked(lambda: mlflow_client.set_tag(run_id, tag, note[:5000]))
+    retry_locked(lambda: mlflow_client.set_terminated(run_id, status,
+                                                      end_time=journal["updated"]))
+    return run_id
 
 
 def _execution_id() -> int:
@@ -250,12 +395,21 @@ def _pointed_run(mlflow_client) -> str | None:
 
 def open_run(params: Params, step: str) -> StepRun:
     """Find or create the pipeline's run for `step` (see the module docstring)."""
+    journal = _read_journal()
+    if journal is not None and journal["execution"] != _execution_id():
+        record_pending(params, "FINISHED", "recorded by the next execution: no later step of "
+                       "its execution opened the run")
+        journal = None
     mlflow_client = client(params)
     run_id = os.environ.get("MLFLOW_RUN_ID") or _pointed_run(mlflow_client)
     created = run_id is None
     if created:
-        run_id = _new_run(mlflow_client, params, step)
+        # A run that deferred steps of this execution began carries their tags, params and
+        # start time, as if the first of them had opened it.
+        run_id = _new_run(mlflow_client, params, step, journal)
         write_json(POINTER, {"run_id": run_id, "execution": _execution_id()})
+    if journal is not None:
+        _replay(mlflow_client, run_id, journal)
     run = StepRun(mlflow_client, run_id, created, step)
     if not created:
         run.set_tags({k: v for k, v in run_tags(step).items()
@@ -271,9 +425,38 @@ def end_run(run: StepRun, status: str, error: str | None = None) -> None:
     POINTER.unlink(missing_ok=True)
 
 
+def _deferrable(step: str) -> bool:
+    """Whether `step` may keep its logging for a later step: it is one of the first steps, no
+    caller named the run, and no step of this execution has opened one yet."""
+    if step not in DEFERRED_STEPS or os.environ.get("MLFLOW_RUN_ID"):
+        return False
+    try:
+        pointer = json.loads(POINTER.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return pointer.get("execution") != _execution_id()
+
+
 @contextlib.contextmanager
-def step_run(step: str, params: Params, final: bool = False) -> Iterator[StepRun]:
-    """The pipeline run for one step; ends it FINISHED when `final`, FAILED if the step raises."""
+def step_run(step: str, params: Params,
+             final: bool = False) -> Iterator[StepRun | PendingRun]:
+    """The pipeline run for one step; ends it FINISHED when `final`, FAILED if the step raises.
+
+    Ingest and vocab get a `PendingRun` (see the module docstring) unless the run is already
+    open; if they raise, the run is opened to record the failure as for any step.
+    """
+    if _deferrable(step):
+        pending = PendingRun(params, step)
+        try:
+            yield pending
+        except BaseException as exc:
+            try:
+                end_run(open_run(params, step), "FAILED", f"{step}: {type(exc).__name__}: {exc}")
+            except Exception as tracking_exc:  # report the step's error, not the bookkeeping's
+                print(f"rnnpipe: warning: could not record the failure in MLflow: "
+                      f"{tracking_exc}", file=sys.stderr)
+            raise
+        return
     run = open_run(params, step)
     try:
         yield run

@@ -66,7 +66,7 @@ def test_overrides_are_parsed_as_yaml_and_validated():
     data = apply_overrides({"train": {"epochs": 5}}, overrides)
     assert data["train"] == {"epochs": 2, "lstm_units": [16, 16]}
     with pytest.raises(ParamsError, match="train.epochs"):
-        apply_overrides({}, {"train.epochs": "-1"})
+        apply_overrides({}, parse_overrides(["train.epochs=-1"]))
     with pytest.raises(ParamsError, match="section.key=value"):
         parse_overrides(["epochs"])
     with pytest.raises(ParamsError, match="dotted key"):

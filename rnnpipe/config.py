@@ -50,7 +50,8 @@ class IngestParams:
         _check(self.val_size + self.test_size < 1, "ingest.test_size",
                "val_size + test_size must leave a training split", self.test_size)
         if self.sha256 is not None:
-            _check(len(self.sha256) == 64 and all(c in "0123456789abcdef" for c in self.sha256.lower()),
+            hex_digits = all(c in "0123456789abcdef" for c in self.sha256.lower())
+            _check(len(self.sha256) == 64 and hex_digits,
                    "ingest.sha256", "must be 64 hex digits", self.sha256)
 
 
@@ -223,7 +224,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+    if (hint is int and isinstance(value, bool)) or not isinstance(value, hint):
         raise ParamsError(f"{key}: must be {hint.__name__}, got {type(value).__name__} {value!r}")
     return value
 

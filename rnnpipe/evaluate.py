@@ -31,7 +31,12 @@ PLOTS_DIR = REPORTS / "plots"
 
 def score(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
 
     ids = list(range(len(labels)))
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -41,7 +46,8 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
         "macro_f1": round(float(f1_score(y_true, y_pred, labels=ids, average="macro",
                                          zero_division=0)), 6),
         "per_class": {
-            label: {"precision": round(float(precision[i]), 6), "recall": round(float(recall[i]), 6),
+            label: {"precision": round(float(precision[i]), 6),
+                    "recall": round(float(recall[i]), 6),
                     "f1": round(float(f1[i]), 6), "support": int(support[i])}
             for i, label in enumerate(labels)
         },
@@ -50,7 +56,8 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
 
 
 def baseline_scores(tokens_dir: Path = TOKENS_DIR) -> dict:
-    """A TF-IDF + logistic-regression baseline on the same tokens and splits: is the LSTM worth it?"""
+    """A TF-IDF + logistic-regression baseline on the same tokens and splits: is the LSTM
+    worth it?"""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
@@ -143,7 +150,7 @@ def evaluate(params: EvaluateParams, model_path: Path = MODEL_PATH,
     probs = classifier.model.predict(x_test, batch_size=params.batch_size, verbose=0)
     y_pred = probs.argmax(axis=1)
     metrics = score(y_test, y_pred, labels)
-    metrics["test_documents"] = int(len(y_test))
+    metrics["test_documents"] = len(y_test)
     metrics["baseline"] = baseline_scores(tokens_dir)
     metrics["baseline"].pop("fit_seconds")
     metrics["beats_baseline"] = metrics["accuracy"] >= metrics["baseline"]["accuracy"]

@@ -15,14 +15,16 @@ side by side in one fused variable (``x_weight [E, 4H]``, ``h_weight [H, 4H]``, 
 columns in the order of :data:`GATES`), because one ``[., 4H]`` matrix product per step is much
 cheaper than four ``[., H]`` ones. :meth:`ManualLSTM.gate` returns any gate's three tensors by name.
 
-Speed (measured on a 2-core CPU, see ``benchmarks/lstm_cell.py``) comes from the loop, not the
-arithmetic: at these sizes every graph op costs more than its FLOPs. So the layer
-
-- hoists the input half of all gates out of the loop: one ``[T*B, E] @ [E, 4H]`` product,
-- reads the recurrent weight once, not once per step,
-- applies one ``sigmoid`` to the three sigmoid gates at once (they are adjacent columns),
-- unrolls the loop into the graph when the sequence is short and its length known
-  (:data:`UNROLL_MAX_STEPS`), and otherwise runs the backend's symbolic RNN loop.
+Speed (measured on a shared 2-core CPU, see ``benchmarks/lstm_cell.py``): the cell is bound by
+its many small matrix products and the chain of small ops that each step must wait for. So
+each step's work is arranged to keep that chain short: the input half of the gates
+(``x_t @ x_weight + bias``) does not depend on the previous step, so TensorFlow computes it on the
+other core while the recurrence runs; the recurrent weight is read once, not once per step; and
+the loop is unrolled into the graph when the sequence is short and its length known
+(:data:`UNROLL_MAX_STEPS`), otherwise it is the backend's own symbolic RNN loop (the one
+``keras.layers.RNN`` runs). Hoisting the input projection for all steps into one big product was
+measured and is slower here: the ``[T, B, 4H]`` intermediate costs more in memory traffic than
+the per-step products it saves.
 
 Masks (``Embedding(mask_zero=True)`` upstream) are honoured like ``keras.layers.LSTM``: on a masked
 step the state does not change, so the output is the state after each sequence's last real token
@@ -31,6 +33,7 @@ step the state does not change, so the output is the state after each sequence's
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -39,9 +42,8 @@ import keras
 from keras import ops
 from keras.src import backend as _backend  # backend.rnn: the loop keras.layers.RNN itself runs
 
-# Column blocks of the fused weights, in storage order. The three sigmoid gates come first so a
-# single sigmoid covers them; mid_state (tanh) is last.
-GATES: tuple[str, ...] = ("input", "forget", "output", "mid_state")
+# Column blocks of the fused weights, in storage order: the tutorial's order.
+GATES: tuple[str, ...] = ("input", "output", "forget", "mid_state")
 # keras.layers.LSTM stores the same four blocks as i, f, c, o ("c" is the tutorial's mid_state).
 KERAS_GATES: tuple[str, ...] = ("input", "forget", "mid_state", "output")
 
@@ -50,7 +52,18 @@ KERAS_GATES: tuple[str, ...] = ("input", "forget", "mid_state", "output")
 # and its build time grow while the gain fades (see shared/notes/performance.md).
 UNROLL_MAX_STEPS = 64
 
+# Steps unrolled inside each iteration of the symbolic loop (long or unknown-length sequences):
+# the largest of these that divides the length. Larger chunks mean fewer, larger products and
+# less loop overhead, but a larger graph to build (measured on 200 steps: chunk 4, 8, 20, 40 ->
+# 446, 404, 388, 360 CPU-ms per training step, and 4, 5, 10, 19 s to build).
+LOOP_CHUNKS: tuple[int, ...] = (20, 16, 10, 8, 5, 4, 2)
+
 INITIALIZERS = ("keras", "tutorial")
+
+
+def _loop_chunk(timesteps: int) -> int:
+    """Steps per iteration of the symbolic loop: the largest of LOOP_CHUNKS dividing T."""
+    return next(k for k in (*LOOP_CHUNKS, 1) if timesteps % k == 0)
 
 
 def _resolve_unroll(unroll: bool | str, timesteps: int | None) -> bool:
@@ -62,35 +75,29 @@ def _resolve_unroll(unroll: bool | str, timesteps: int | None) -> bool:
     return bool(unroll)
 
 
-def _cumsum(values: Sequence[int]) -> list[int]:
-    """Running totals: the split points of concatenated per-step inputs."""
-    out, total = [], 0
-    for v in values:
-        total += v
-        out.append(total)
-    return out
+# Stacked unrolled layers hand each other their per-step outputs directly, not only as one
+# stacked [B, T, H] tensor: stacking then unstacking would make layer k+1 wait for all of layer k.
+# Without that barrier, TensorFlow runs layer k+1's step t alongside layer k's step t+1 (and the
+# same in the backward pass), so a 2-layer stack keeps both cores busy. The stacked tensor is
+# still returned (it is the layer's output); nothing uses it inside the stack, so the graph
+# drops it. The slices travel as an attribute of that tensor, like Keras' own `_keras_mask`.
+_STEPS_ATTR = "_rnnpipe_step_slices"
 
 
-def _steps(*seqs: Any) -> list[list[Any]]:
-    """Per-step slices ``[B, ...]`` of batch-major sequences ``[B, T, ...]`` (``None`` passes)."""
-    timesteps = next(s for s in seqs if s is not None).shape[1]
-    return [[None] * timesteps if s is None else ops.unstack(s, axis=1) for s in seqs]
+def _with_step_slices(stacked: Any, steps: list[Any]) -> Any:
+    """Attach the per-step tensors that ``stacked`` [B, T, ...] was stacked from."""
+    # Some backends' arrays take no attributes: then the next layer just unstacks.
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(stacked, _STEPS_ATTR, tuple(steps))
+    return stacked
 
 
-def _join_inputs(xz: Any, keep: Any) -> Any:
-    """One loop input per step: the mask rides along as a last column (one read, not two)."""
-    if keep is None:
-        return xz
-    return ops.concatenate([xz, ops.cast(keep, xz.dtype)], axis=-1)
-
-
-def _split_step_inputs(step_inputs: Any, keep: Any) -> tuple[Any, Any]:
-    """Undo :func:`_join_inputs` for one step: ``(xz_t, keep_t)``, ``keep_t`` a [B, 1] bool."""
-    if keep is None:
-        return step_inputs, None
-    xz_t, keep_t = ops.split(step_inputs, [step_inputs.shape[-1] - 1], axis=-1)
-    return xz_t, keep_t > 0.5
-
+def _step_slices(inputs: Any) -> list[Any]:
+    """``inputs`` [B, T, ...] split into T tensors [B, ...], reusing attached slices if any."""
+    steps = getattr(inputs, _STEPS_ATTR, None)
+    if steps is not None and len(steps) == inputs.shape[1]:
+        return list(steps)
+    return ops.unstack(inputs, axis=1)
 
 
 @keras.saving.register_keras_serializable(package="rnnpipe")
@@ -109,8 +116,6 @@ class ManualLSTM(keras.layers.Layer):
         unroll: ``"auto"`` (default) unrolls sequences of at most :data:`UNROLL_MAX_STEPS` known
             steps; ``True``/``False`` force it.
         seed: seed for the weight initialisers (``None``: Keras' global seed).
-        fused_backward: train with the hand-derived backward pass of the cell (fast; the
-            default) rather than automatic differentiation of :meth:`cell` (same gradients).
         **kwargs: passed to ``keras.layers.Layer`` (``name``, ``dtype``, ...).
     """
 
@@ -122,7 +127,6 @@ class ManualLSTM(keras.layers.Layer):
         unit_forget_bias: bool | None = None,
         unroll: bool | str = "auto",
         seed: int | None = None,
-        fused_backward: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -138,7 +142,6 @@ class ManualLSTM(keras.layers.Layer):
         )
         self.unroll = unroll
         self.seed = seed
-        self.fused_backward = bool(fused_backward)
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
@@ -197,21 +200,28 @@ class ManualLSTM(keras.layers.Layer):
         }
 
     # ------------------------------------------------------------------------------------- cell
-    def cell(self, xz_t: Any, h: Any, c: Any, h_weight: Any) -> tuple[Any, Any]:
-        """One time step of the tutorial's cell; ``xz_t = x_t @ x_weight + bias`` (precomputed).
+    def input_projection(self, x: Any, x_weight: Any, bias: Any) -> Any:
+        """The input half of the four gates' pre-activations: ``x @ x_weight + bias``.
 
-        Returns the new ``(h, c)``. This is the reference cell: change it (in a subclass) to
-        change the cell (peepholes, layer norm, another gate); the loop in :meth:`call` does not
-        care what happens here. The fused training path (:meth:`_fused_step`) hand-derives the
-        backward pass of exactly this cell, so a subclass that overrides ``cell`` trains with
-        automatic differentiation instead (as does ``fused_backward=False``).
+        ``x`` is one step ``[B, E]`` or a block of steps ``[B, k, E]``. It does not depend on the
+        recurrence, so the loop computes it apart from :meth:`cell`: per step alongside the
+        recurrence, or for several steps in one larger (more efficient) product.
         """
-        units = self.units
-        z = xz_t + ops.matmul(h, h_weight)  # the four gates' pre-activations, [B, 4H]
-        # One sigmoid for the three adjacent sigmoid gates, one tanh for mid_state.
-        sigmoid_part, mid_part = ops.split(z, [3 * units], axis=-1)
-        input_gate, forget_gate, output_gate = ops.split(ops.sigmoid(sigmoid_part), 3, axis=-1)
-        mid_state = ops.tanh(mid_part)
+        return ops.matmul(x, x_weight) + bias
+
+    def cell(self, x_part: Any, h: Any, c: Any, h_weight: Any) -> tuple[Any, Any]:
+        """One time step of the tutorial's cell: the new ``(h, c)``.
+
+        ``x_part`` is this step's :meth:`input_projection` ``[B, 4H]``. Change this method (in a
+        subclass) to change the cell, e.g. add peepholes or layer norm; the loop in :meth:`call`
+        does not care what happens here.
+        """
+        z = x_part + ops.matmul(h, h_weight)  # the four gates' pre-activations, [B, 4H]
+        # input, output and forget are adjacent (GATES order): one sigmoid covers all three,
+        # which saves two ops per step forward and two backward.
+        z_sigmoid, z_mid = ops.split(z, [3 * self.units], axis=-1)
+        input_gate, output_gate, forget_gate = ops.split(ops.sigmoid(z_sigmoid), 3, axis=-1)
+        mid_state = ops.tanh(z_mid)
         c = forget_gate * c + input_gate * mid_state
         h = output_gate * ops.tanh(c)  # the tutorial's `o + tanh(c)` was a bug
         return h, c
@@ -219,175 +229,86 @@ class ManualLSTM(keras.layers.Layer):
     # ------------------------------------------------------------------------------------- loop
     def call(self, inputs: Any, mask: Any = None, training: bool | None = None) -> Any:
         unroll = _resolve_unroll(self.unroll, inputs.shape[1])
+        # Read each variable once, as a tensor in the compute dtype (not once per step).
         x_weight, h_weight, bias = (
-            ops.convert_to_tensor(v) for v in (self.x_weight, self.h_weight, self.bias)
+            ops.cast(v, self.compute_dtype) for v in (self.x_weight, self.h_weight, self.bias)
         )
-        # Hoisted out of the loop: the input half of every gate at every step in one product.
-        xz = ops.matmul(inputs, x_weight) + bias  # [B, T, 4H]
-        keep = None if mask is None else ops.expand_dims(ops.cast(mask, "bool"), -1)  # [B, T, 1]
-        fused = (
-            self.fused_backward
-            and training is not False  # inference needs no saved activations
-            and type(self).cell is ManualLSTM.cell  # the hand-derived backward is of this cell
-        )
-        if fused:
-            return self._fused_sequence(xz, h_weight, keep, unroll)
-        hs = self._reference_loop(xz, h_weight, keep, unroll)
-        return hs if self.return_sequences else hs[:, -1]
+        zeros = ops.zeros((ops.shape(inputs)[0], self.units), dtype=self.compute_dtype)
 
-    def _reference_loop(self, xz: Any, h_weight: Any, keep: Any, unroll: bool) -> Any:
-        """Run :meth:`cell` over the sequence; returns every step's hidden state, [B, T, H]."""
-
-        def step(xz_t: Any, keep_t: Any, h: Any, c: Any) -> tuple[Any, Any]:
-            h_new, c_new = self.cell(xz_t, h, c, h_weight)
+        def step(x_part: Any, keep_t: Any, h: Any, c: Any) -> tuple[Any, Any]:
+            h_new, c_new = self.cell(x_part, h, c, h_weight)
             if keep_t is None:
                 return h_new, c_new
             # A masked step leaves the state unchanged (as keras.layers.LSTM does), so the final
             # state is the one after each row's last real token; an all-padding row stays 0.
             return ops.where(keep_t, h_new, h), ops.where(keep_t, c_new, c)
 
-        zeros = ops.zeros_like(xz[:, 0, : self.units])
+        keep = None
+        if mask is not None:
+            keep = ops.expand_dims(ops.cast(mask, "bool"), -1)  # [B, T, 1]: broadcasts, no tiling
+
         if unroll:
             h, c = zeros, zeros
             outputs = []
-            for xz_t, keep_t in zip(*_steps(xz, keep), strict=True):
-                h, c = step(xz_t, keep_t, h, c)
+            xs = _step_slices(inputs)
+            keeps = [None] * len(xs) if keep is None else ops.unstack(keep, axis=1)
+            for x_t, keep_t in zip(xs, keeps, strict=True):
+                # Per step, so that step t starts as soon as its input exists (see
+                # _with_step_slices); TensorFlow runs it on the other core.
+                h, c = step(self.input_projection(x_t, x_weight, bias), keep_t, h, c)
                 outputs.append(h)
-            return ops.stack(outputs, axis=1)
+            if not self.return_sequences:
+                return h
+            return _with_step_slices(ops.stack(outputs, axis=1), outputs)
+
+        timesteps = inputs.shape[1]
+        if timesteps is None:
+            # Unknown length: one step per iteration, and backend.rnn applies the mask itself
+            # (it can't take the length from a tuple of inputs); the same semantics.
+            def one_step(x_t: Any, states: Any) -> tuple[Any, list[Any]]:
+                h, c = step(self.input_projection(x_t, x_weight, bias), None, *states[:2])
+                return h, [h, c]
+
+            last, outputs, _ = _backend.rnn(
+                one_step, inputs, [zeros, zeros], mask=mask,
+                return_all_outputs=self.return_sequences,
+            )
+            return outputs if self.return_sequences else last
+
+        # Each iteration of the symbolic loop runs `chunk` steps unrolled: the loop's own cost
+        # (control flow, reading and writing its per-step tensors) is paid once per chunk, and
+        # the input projection is one [B*chunk, E] @ [E, 4H] product per chunk rather than
+        # `chunk` small ones (small products run well below the CPU's arithmetic peak). Doing
+        # it for the whole sequence at once was slower: the [B, T, 4H] result is large.
+        chunk = _loop_chunk(timesteps)
+        batch = ops.shape(inputs)[0]
+
+        def chunked(t: Any) -> Any:  # [B, T, ...] -> [B, T / chunk, chunk, ...]
+            return ops.reshape(t, (batch, timesteps // chunk, chunk, *t.shape[2:]))
 
         def rnn_step(step_inputs: Any, states: Any) -> tuple[Any, list[Any]]:
-            xz_t, keep_t = _split_step_inputs(step_inputs, keep)
-            h, c = step(xz_t, keep_t, *states[:2])
-            return h, [h, c]
+            x_chunk, keep_chunk = step_inputs if keep is not None else (step_inputs, None)
+            x_parts = ops.unstack(self.input_projection(x_chunk, x_weight, bias), axis=1)
+            keeps = [None] * chunk if keep_chunk is None else ops.unstack(keep_chunk, axis=1)
+            h, c = states[:2]
+            hs = []
+            for x_part, keep_t in zip(x_parts, keeps, strict=True):
+                h, c = step(x_part, keep_t, h, c)
+                hs.append(h)
+            return (ops.stack(hs, axis=1) if self.return_sequences else h), [h, c]
 
-        _, hs, _ = _backend.rnn(rnn_step, _join_inputs(xz, keep), [zeros, zeros], unroll=False)
-        return hs
-
-    # ------------------------------------------------------------------------ fused training path
-    # Automatic differentiation of the loop costs ~25 small ops per step (and, in a symbolic
-    # loop, stacks every intermediate). At these sizes each op costs more than its arithmetic,
-    # so training uses this hand-derived backpropagation through time of :meth:`cell`:
-    # everything that does not depend on the recurrence is computed for all steps at once
-    # outside the loop, the loop itself does ~6 ops per step, and the recurrent-weight gradient
-    # is one [H, B*T] @ [B*T, 4H] product instead of one product per step.
-
-    def _fused_step(self, xz_t: Any, keep_t: Any, h: Any, c: Any, h_weight: Any) -> tuple:
-        """:meth:`cell` (masked), also returning the gate activations the backward pass needs."""
-        sigmoid_part, mid_part = ops.split(xz_t + ops.matmul(h, h_weight), [3 * self.units], -1)
-        gates = ops.sigmoid(sigmoid_part)  # input, forget, output
-        mid_state = ops.tanh(mid_part)
-        input_gate, forget_gate, output_gate = ops.split(gates, 3, axis=-1)
-        c_new = forget_gate * c + input_gate * mid_state
-        h_new = output_gate * ops.tanh(c_new)
-        if keep_t is not None:
-            h_new, c_new = ops.where(keep_t, h_new, h), ops.where(keep_t, c_new, c)
-        return h_new, c_new, gates, mid_state
-
-    def _fused_sequence(self, xz: Any, h_weight: Any, keep: Any, unroll: bool) -> Any:
-        """The layer's output, with a hand-written gradient w.r.t. ``xz`` and ``h_weight``."""
-        units, return_sequences = self.units, self.return_sequences
-
-        def forward(xz: Any, h_weight: Any) -> tuple[Any, ...]:
-            zeros = ops.zeros_like(xz[:, 0, :units])
-            if unroll:
-                h, c = zeros, zeros
-                saved: list[tuple[Any, ...]] = []
-                for xz_t, keep_t in zip(*_steps(xz, keep), strict=True):
-                    h, c, gates, mid = self._fused_step(xz_t, keep_t, h, c, h_weight)
-                    saved.append((h, c, gates, mid))
-                return tuple(ops.stack(seq, axis=1) for seq in zip(*saved, strict=True))
-
-            def rnn_step(step_inputs: Any, states: Any) -> tuple[Any, list[Any]]:
-                xz_t, keep_t = _split_step_inputs(step_inputs, keep)
-                h, c, gates, mid = self._fused_step(xz_t, keep_t, *states[:2], h_weight)
-                return (h, c, gates, mid), [h, c]
-
-            _, saved_seq, _ = _backend.rnn(
-                rnn_step, _join_inputs(xz, keep), [zeros, zeros], unroll=False
-            )
-            return tuple(saved_seq)
-
-        def backward(dy: Any, saved: tuple[Any, ...], h_weight: Any) -> tuple[Any, Any]:
-            hs, cs, gates, mids = saved  # [B, T, H], [B, T, H], [B, T, 3H], [B, T, H]
-            # Everything that does not depend on the recurrence, for all steps at once.
-            input_gate, forget_gate, output_gate = ops.split(gates, 3, axis=-1)
-            tanh_c = ops.tanh(cs)
-            zero_step = ops.zeros_like(hs[:, :1])
-            c_prev = ops.concatenate([zero_step, cs[:, :-1]], axis=1)
-            h_prev = ops.concatenate([zero_step, hs[:, :-1]], axis=1)
-            # dz = [dc, dc, dh, dc] * q: the pre-activation gradients of input, forget, output,
-            # mid_state given the gradients dh of h and dc of c at that step.
-            q = ops.concatenate(
-                [
-                    ops.concatenate([mids, c_prev, tanh_c], axis=-1) * gates * (1.0 - gates),
-                    input_gate * (1.0 - mids * mids),
-                ],
-                axis=-1,
-            )
-            p = output_gate * (1.0 - tanh_c * tanh_c)  # dc += dh * p
-            carry_c = forget_gate  # dc_prev = dc * f
-            if keep is not None:
-                # A masked step is the identity on (h, c): no gate gradient, dh and dc pass on.
-                keep_f = ops.cast(keep, q.dtype)
-                q, p = q * keep_f, p * keep_f
-                carry_c = ops.where(keep, forget_gate, 1.0)
-            h_weight_t = ops.transpose(h_weight)
-
-            def step(seq_t: tuple[Any, ...], dh: Any, dc: Any) -> tuple[Any, Any, Any]:
-                q_t, p_t, carry_t, dy_t, keep_t = seq_t
-                if dy_t is not None:
-                    dh = dh + dy_t
-                dc = dc + dh * p_t
-                dz = ops.concatenate([dc, dc, dh, dc], axis=-1) * q_t
-                dh_prev = ops.matmul(dz, h_weight_t)
-                if keep_t is not None:
-                    dh_prev = ops.where(keep_t, dh_prev, dh)
-                return dz, dh_prev, dc * carry_t
-
-            zeros = ops.zeros_like(hs[:, 0])
-            # Only the last output has a gradient without return_sequences: it starts dh.
-            dh0 = zeros if return_sequences else dy
-            seqs = [q, p, carry_c, dy if return_sequences else None, keep]
-            if unroll:
-                dh, dc = dh0, zeros
-                dzs = []
-                for seq_t in reversed(list(zip(*_steps(*seqs), strict=True))):
-                    dz, dh, dc = step(seq_t, dh, dc)
-                    dzs.append(dz)
-                dzs = ops.stack(dzs[::-1], axis=1)
-            else:
-                present = [s for s in seqs if s is not None]
-                widths = [s.shape[-1] for s in present]
-
-                def rnn_step(step_inputs: Any, states: Any) -> tuple[Any, list[Any]]:
-                    parts = iter(ops.split(step_inputs, list(_cumsum(widths[:-1])), axis=-1))
-                    seq_t = tuple(None if s is None else next(parts) for s in seqs)
-                    if keep is not None:
-                        seq_t = (*seq_t[:-1], seq_t[-1] > 0.5)
-                    dz, dh, dc = step(seq_t, *states[:2])
-                    return dz, [dh, dc]
-
-                joined = ops.concatenate([ops.cast(s, q.dtype) for s in present], axis=-1)
-                _, dzs, _ = _backend.rnn(rnn_step, joined, [dh0, zeros], go_backwards=True)
-                dzs = ops.flip(dzs, axis=1)  # the loop ran backwards: restore time order
-            flat = (-1, 4 * units)
-            dh_weight = ops.matmul(
-                ops.transpose(ops.reshape(h_prev, (-1, units))), ops.reshape(dzs, flat)
-            )
-            return dzs, dh_weight
-
-        @ops.custom_gradient
-        def lstm(xz: Any, h_weight: Any) -> tuple[Any, Any]:
-            saved = forward(xz, h_weight)
-            hs = saved[0]
-
-            def grad(*args: Any, upstream: Any = None) -> tuple[Any, Any]:
-                dy = args[0] if upstream is None else upstream
-                return backward(dy, saved, h_weight)
-
-            return (hs if return_sequences else hs[:, -1]), grad
-
-        return lstm(xz, h_weight)
+        last, outputs, _ = _backend.rnn(
+            rnn_step,
+            chunked(inputs) if keep is None else (chunked(inputs), chunked(keep)),
+            [zeros, zeros],
+            unroll=False,
+            # backend.rnn reads the length from the inputs' axis 1, which a tuple doesn't have.
+            input_length=timesteps // chunk,
+            return_all_outputs=self.return_sequences,
+        )
+        if self.return_sequences:
+            return ops.reshape(outputs, (batch, timesteps, self.units))
+        return last
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
         return mask if self.return_sequences else None
@@ -409,7 +330,6 @@ class ManualLSTM(keras.layers.Layer):
             "unit_forget_bias": self.unit_forget_bias,
             "unroll": self.unroll,
             "seed": self.seed,
-            "fused_backward": self.fused_backward,
         }
 
 
@@ -446,17 +366,17 @@ def build_lstm_stack(units: Sequence[int], cell: str, **opts: Any) -> list[keras
 
 def _to_gate_blocks(layer: keras.layers.Layer) -> dict[str, dict[str, Any]]:
     """Per-gate numpy blocks of a built ``ManualLSTM`` or ``keras.layers.LSTM``."""
+    if not isinstance(layer, (ManualLSTM, keras.layers.LSTM)):
+        raise TypeError(f"expected ManualLSTM or keras.layers.LSTM, got {type(layer).__name__}")
     if not layer.built:
         raise ValueError(f"layer {layer.name!r} must be built before its weights are copied")
     if isinstance(layer, ManualLSTM):
         order, kernel, recurrent, bias = GATES, layer.x_weight, layer.h_weight, layer.bias
-    elif isinstance(layer, keras.layers.LSTM):
+    else:
         cell = layer.cell
         if not cell.use_bias:
             raise ValueError("copying needs an LSTM with use_bias=True")
         order, kernel, recurrent, bias = KERAS_GATES, cell.kernel, cell.recurrent_kernel, cell.bias
-    else:
-        raise TypeError(f"expected ManualLSTM or keras.layers.LSTM, got {type(layer).__name__}")
     kernel, recurrent, bias = (ops.convert_to_numpy(v) for v in (kernel, recurrent, bias))
     h = recurrent.shape[0]
     return {

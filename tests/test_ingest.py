@@ -7,7 +7,7 @@ import pytest
 
 from rnnpipe.config import IngestParams
 from rnnpipe.errors import DataError
-from rnnpipe.ingest import deduplicate, ingest, read_corpus, read_split, Document, stratified_split
+from rnnpipe.ingest import Document, deduplicate, ingest, read_corpus, read_split, stratified_split
 from tests.conftest import make_en_corpus, make_zh_corpus, write_tsv
 
 

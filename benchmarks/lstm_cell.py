@@ -168,11 +168,12 @@ class TorchBench:
         import torch
         from torch import nn
 
-        torch.manual_seed(seed)
-        torch.set_num_threads(args.threads)
         # Long sequences push LSTM gradients into float32 denormals, which slow PyTorch's CPU
-        # kernels ~13x (shared/notes/performance.md); TensorFlow flushes them by default.
+        # kernels ~13x (shared/notes/performance.md); TensorFlow flushes them by default. The
+        # flag is per thread and inherited by threads created later: set it before the pool.
         torch.set_flush_denormal(True)
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(seed)
         self.torch, self.cfg = torch, cfg
 
         class Net(nn.Module):

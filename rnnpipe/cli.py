@@ -39,8 +39,12 @@ def _run(args: argparse.Namespace) -> None:
     from flows.pipeline import pipeline  # imports Prefect while the API server starts
 
     if api is not None:
+        # The server is still starting (on the other core): import what the flow's first task
+        # needs meanwhile, instead of after it.
+        import dvc.repo  # noqa: F401
+
         api.wait_until_ready()
-    pipeline(overrides=overrides, force=args.force)
+    pipeline(overrides=overrides, force=args.force, refresh=args.refresh)
 
 
 class TemporaryPrefectApi:
@@ -224,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a param, e.g. -S train.epochs=2 (written to params.yaml, "
                      "like dvc exp run -S)")
     run.add_argument("--force", action="store_true", help="re-run every stage")
+    run.add_argument("--refresh", action="store_true",
+                     help="re-read the data source (new data behind an unchanged "
+                     "ingest.source, e.g. a URL); later stages re-run only if it changed")
     run.set_defaults(func=_run)
 
     predict = sub.add_parser("predict", parents=[debug],

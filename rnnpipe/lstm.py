@@ -277,37 +277,42 @@ class ManualLSTM(keras.layers.Layer):
 
         # Each iteration of the symbolic loop runs `chunk` steps unrolled: the loop's own cost
         # (control flow, reading and writing its per-step tensors) is paid once per chunk, and
-        # the input projection is one [B*chunk, E] @ [E, 4H] product per chunk rather than
+        # the input projection is one [chunk*B, E] @ [E, 4H] product per chunk rather than
         # `chunk` small ones (small products run well below the CPU's arithmetic peak). Doing
-        # it for the whole sequence at once was slower: the [B, T, 4H] result is large.
+        # it for the whole sequence at once was slower: the [T, B, 4H] result is large.
+        # Time-major ([T, B, ...]) so that a chunk's steps are contiguous: splitting them apart
+        # then copies nothing.
         chunk = _loop_chunk(timesteps)
         batch = ops.shape(inputs)[0]
 
-        def chunked(t: Any) -> Any:  # [B, T, ...] -> [B, T / chunk, chunk, ...]
-            return ops.reshape(t, (batch, timesteps // chunk, chunk, *t.shape[2:]))
+        def chunked(t: Any) -> Any:  # [B, T, ...] -> [T / chunk, chunk, B, ...]
+            t = ops.transpose(t, (1, 0, *range(2, len(t.shape))))
+            return ops.reshape(t, (timesteps // chunk, chunk, batch, *t.shape[2:]))
 
         def rnn_step(step_inputs: Any, states: Any) -> tuple[Any, list[Any]]:
             x_chunk, keep_chunk = step_inputs if keep is not None else (step_inputs, None)
-            x_parts = ops.unstack(self.input_projection(x_chunk, x_weight, bias), axis=1)
-            keeps = [None] * chunk if keep_chunk is None else ops.unstack(keep_chunk, axis=1)
+            x_parts = ops.unstack(self.input_projection(x_chunk, x_weight, bias), axis=0)
+            keeps = [None] * chunk if keep_chunk is None else ops.unstack(keep_chunk, axis=0)
             h, c = states[:2]
             hs = []
             for x_part, keep_t in zip(x_parts, keeps, strict=True):
                 h, c = step(x_part, keep_t, h, c)
                 hs.append(h)
-            return (ops.stack(hs, axis=1) if self.return_sequences else h), [h, c]
+            return (ops.stack(hs) if self.return_sequences else h), [h, c]
 
         last, outputs, _ = _backend.rnn(
             rnn_step,
             chunked(inputs) if keep is None else (chunked(inputs), chunked(keep)),
             [zeros, zeros],
             unroll=False,
-            # backend.rnn reads the length from the inputs' axis 1, which a tuple doesn't have.
+            time_major=True,
+            # backend.rnn would take the length from axis 1 (the batch, when time-major).
             input_length=timesteps // chunk,
             return_all_outputs=self.return_sequences,
         )
-        if self.return_sequences:
-            return ops.reshape(outputs, (batch, timesteps, self.units))
+        if self.return_sequences:  # [T / chunk, chunk, B, H] -> [B, T, H]
+            outputs = ops.reshape(outputs, (timesteps, batch, self.units))
+            return ops.transpose(outputs, (1, 0, 2))
         return last
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:

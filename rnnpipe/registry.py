@@ -20,14 +20,13 @@ from rnnpipe.config import Params
 from rnnpipe.ingest import read_split
 from rnnpipe.tracking import StepRun, retry_locked
 from rnnpipe.train import MODEL_PATH
-from rnnpipe.vocab import VOCAB_PATH
+from rnnpipe.vocab import VOCAB_PATH, Vocabulary
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.models import ModelSignature
 
-    from rnnpipe.classifier import TextClassifier
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TRAIN_PATH = Path("data/train.tsv")
@@ -44,16 +43,21 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def signature_for(classifier: TextClassifier, example_texts: list[str]) -> ModelSignature:
-    """Input: one unnamed string column; output: `label` and a `prob_<label>` per class.
+def signature_for(labels: list[str]) -> ModelSignature:
+    """Input: one unnamed string column; output: `label` and a `prob_<label>` per class (what
+    `TextClassifier.predict` returns).
 
-    Unnamed (inferred from a list, not a DataFrame), because MLflow's schema enforcement turns
-    a list of strings into a DataFrame with column `0`, which a signature naming the column
-    `text` rejects; a DataFrame with a `text` column passes either way.
+    Unnamed (what MLflow infers from a list), because MLflow's schema enforcement turns a list
+    of strings into a DataFrame with column `0`, which a signature naming the column `text`
+    rejects; a DataFrame with a `text` column passes either way. Written out rather than
+    inferred by running the model: that would load it a second time in the evaluate step.
     """
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
 
-    return infer_signature(list(example_texts), classifier.predict(example_texts))
+    outputs = [ColSpec("string", "label"),
+               *(ColSpec("double", f"prob_{label}") for label in labels)]
+    return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema(outputs))
 
 
 def log_model(run: StepRun, hashes: dict[str, str]) -> str:
@@ -67,7 +71,7 @@ def log_model(run: StepRun, hashes: dict[str, str]) -> str:
     import mlflow
     from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 
-    from rnnpipe.classifier import TextClassifier, pip_requirements
+    from rnnpipe.classifier import pip_requirements
 
     labels, texts = read_split(TRAIN_PATH)
     train_frame = pd.DataFrame({"text": texts, "label": labels})
@@ -75,9 +79,8 @@ def log_model(run: StepRun, hashes: dict[str, str]) -> str:
     locked = hashes.get(str(TRAIN_PATH))
     if locked is not None and locked != digest:
         run.set_tags({"dvc.lock_stale": str(TRAIN_PATH)})
-    classifier = TextClassifier.load(MODEL_PATH, VOCAB_PATH)
     example = pd.DataFrame({"text": texts[:2]})
-    signature = signature_for(classifier, texts[:2])
+    signature = signature_for(Vocabulary.load(VOCAB_PATH).labels)
     # Every local path matches two registered "local" source classes, so resolving a plain path
     # warns; naming the source type builds the same source without the guess. The path is
     # relative to the repository root: with the git commit and the digest it names the data.

@@ -7,11 +7,13 @@ with an MLflow SQLite store under its own `mlruns/`.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,13 @@ for key, value in {"DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE
                    "GIT_COMMITTER_NAME": "rnnpipe tests",
                    "GIT_COMMITTER_EMAIL": "tests@localhost"}.items():
     os.environ.setdefault(key, value)
+
+# Prefect's ephemeral API keeps its SQLite database under PREFECT_HOME: give each test process
+# (each pytest-xdist worker) its own, so tests neither share one database concurrently nor touch
+# the developer's ~/.prefect.
+if "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="rnnpipe-tests-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 ZH_POSITIVE = ["质量很好", "非常满意", "物超所值", "服务热情", "房间干净", "推荐购买", "速度很快", "值得一看"]
 ZH_NEGATIVE = ["质量太差", "非常失望", "价格太贵", "服务冷淡", "房间很脏", "不要购买", "速度很慢", "浪费时间"]

@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
+from mlflow.models import infer_signature
 
 from tests.conftest import BIN, make_en_corpus, make_project, make_zh_corpus, run, write_tsv
 
@@ -200,6 +201,8 @@ def test_pyfunc_round_trip_on_raw_chinese_and_english_text(
     same_answers(model.predict(EN_TEXTS).set_axis([2, 3]), champion_answers.iloc[2:])
     outputs = model.metadata.get_output_schema().input_names()
     assert outputs == ["label", *(f"prob_{label}" for label in pipeline.labels)]
+    # The signature is written out, not inferred: it must be what MLflow infers from real answers.
+    assert model.metadata.signature == infer_signature(TEXTS, champion_answers)
 
     # Everything it needs is inside the model: weights, vocabulary (labels, tokenizer), code,
     # pinned requirements and an input example.

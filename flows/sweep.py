@@ -240,7 +240,7 @@ def _new_run(client: Any, params: Params, name: str, tags: dict[str, Any]) -> st
     """A run with every param and the usual git/Prefect tags (as a pipeline run has), named."""
     from rnnpipe import tracking
 
-    run_id = tracking._new_run(client, params, "sweep")
+    run_id = tracking.new_run(client, params, "sweep")
     tracking.retry_locked(lambda: client.update_run(run_id, name=name))
     _set_tags(client, run_id, tags)
     return run_id

@@ -317,7 +317,7 @@ def _param_values(params: Params) -> dict[str, str]:
             for k, v in flat.items()}
 
 
-def _new_run(mlflow_client, params: Params, step: str, journal: dict | None = None) -> str:
+def new_run(mlflow_client, params: Params, step: str, journal: dict | None = None) -> str:
     """Create the run, with tags and params as of now, or as a deferred step recorded them."""
     from mlflow.entities import Param
 
@@ -355,7 +355,7 @@ def record_pending(params: Params, status: str, note: str) -> str | None:
     if journal is None:
         return None
     mlflow_client = client(params)
-    run_id = _new_run(mlflow_client, params, journal["step"], journal)
+    run_id = new_run(mlflow_client, params, journal["step"], journal)
     _replay(mlflow_client, run_id, journal)
     tag = "error" if status == "FAILED" else "rnnpipe.note"
     retry_locked(lambda: mlflow_client.set_tag(run_id, tag, note[:5000]))
@@ -406,7 +406,7 @@ def open_run(params: Params, step: str) -> StepRun:
     if created:
         # A run that deferred steps of this execution began carries their tags, params and
         # start time, as if the first of them had opened it.
-        run_id = _new_run(mlflow_client, params, step, journal)
+        run_id = new_run(mlflow_client, params, step, journal)
         write_json(POINTER, {"run_id": run_id, "execution": _execution_id()})
     if journal is not None:
         _replay(mlflow_client, run_id, journal)

@@ -129,11 +129,21 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
+def _cli_step():
+    """The step a `rnnpipe <step>` process runs whose work is in a child process (evaluate's
+    scoring), or None."""
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return args[0] if args and args[0] in {steps!r} else None
+
+
 @atexit.register  # registered first, so it runs last: the process's teardown is included
 def _write():
-    if "step" not in _RECORD:  # not a step process (DVC, Prefect, a helper)
-        return
-    _RECORD.update(loaded=_LOADED, exited=time.time(), pid=os.getpid())
+    if "step" not in _RECORD:
+        step = _cli_step()
+        if step is None:  # not a step process (DVC, Prefect, a helper)
+            return
+        _RECORD.update(step=step, work_start=None, work_end=None)
+    _RECORD.update(loaded=_LOADED, exited=time.time(), pid=os.getpid(), ppid=os.getppid())
     os.makedirs(os.path.dirname({timings!r}), exist_ok=True)
     with open({timings!r}, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(_RECORD) + "\\n")
@@ -250,7 +260,7 @@ def make_project(scratch: Path, quick: bool, env: dict[str, str], source_dir: Pa
     probe_dir.mkdir()
     targets = {module: (function, step) for module, (function, step) in WORK_FUNCTIONS.items()}
     (probe_dir / "sitecustomize.py").write_text(
-        PROBE.format(targets=targets, timings=str(TIMINGS)), encoding="utf-8")
+        PROBE.format(targets=targets, timings=str(TIMINGS), steps=set(STEPS)), encoding="utf-8")
     for cmd in (["git", "init", "-q"], [str(BIN / "dvc"), "init", "-q"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "benchmark project"]):
         run(cmd, project, env)
@@ -287,17 +297,32 @@ def warm_stores(project: Path, env: dict[str, str], log: Path) -> dict[str, floa
     return {"prefect": prefect_s, "mlflow": mlflow_s}
 
 def read_timings(project: Path) -> list[StepTiming]:
-    """The probe's records, in the order the steps ran."""
+    """The probe's records, one per step process, in the order the steps ran.
+
+    A step whose work runs in a child process (evaluate scores while it logs the model) leaves
+    two records: the child's work is counted inside its parent's process.
+    """
     path = project / TIMINGS
     if not path.exists():
         return []
-    records = []
+    records = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         data = json.loads(line)
-        records.append(StepTiming(
+        records[data["pid"]] = data
+    for data in list(records.values()):
+        parent = records.get(data.get("ppid"))
+        if parent is not None and parent["step"] == data["step"] and data["work_start"]:
+            parent.update({k: v for k, v in data.items()
+                           if k not in ("step", "pid", "ppid", "loaded", "exited")})
+            del records[data["pid"]]
+    timings = []
+    for data in records.values():
+        if data["work_start"] is None:  # a parent whose child left no record: it failed
+            continue
+        timings.append(StepTiming(
             step=data.pop("step"), loaded=data.pop("loaded"), work_start=data.pop("work_start"),
             work_end=data.pop("work_end"), exited=data.pop("exited"), extra=data))
-    return sorted(records, key=lambda r: r.loaded)
+    return sorted(timings, key=lambda r: r.loaded)
 
 
 def mlflow_runs(project: Path) -> list[str]:

@@ -299,7 +299,7 @@ def format_table(rows: list[dict[str, Any]], keys: list[str], metric: str) -> st
 def _register_best(client: Any, params: Params, store: str, best: dict[str, Any],
                    parent_id: str) -> str:
     """Register the best trial's model and pass it through the promotion gate, recording the
-    outcome on its run and the parent as `registry.log_and_register` does for a pipeline run."""
+    outcome on its run and the parent as `registry.register_logged` does for a pipeline run."""
     from rnnpipe import registry
     from rnnpipe.tracking import retry_locked
 

@@ -5,20 +5,24 @@ precision/recall/F1, and the TF-IDF + logistic-regression baseline under `baseli
 `reports/confusion.csv` (`actual,predicted` per test document, for `dvc plots`),
 `reports/classification_report.txt`, and `reports/plots/{confusion_matrix,training_curves}.png`.
 In MLflow: test metrics, those files, `params.yaml`, and the model as a raw-text pyfunc, which is
-registered and passed through the promotion gate.
+registered and passed through the promotion gate. `rnnpipe evaluate --score-only` writes the
+outputs without MLflow: the step runs it in a second process while it logs the model.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import rnnpipe  # noqa: F401  (environment defaults before TensorFlow loads)
+import rnnpipe  # environment defaults before TensorFlow loads; start_scoring uses its path
 from rnnpipe.config import EvaluateParams, load_params
-from rnnpipe.io import atomic_open, atomic_path, write_json
+from rnnpipe.io import atomic_open, atomic_path, read_json, write_json
 from rnnpipe.train import HISTORY_PATH, MODEL_PATH, load_split
 from rnnpipe.vocab import TOKENS_DIR, VOCAB_PATH
 
@@ -167,10 +171,10 @@ def evaluate(params: EvaluateParams, model_path: Path = MODEL_PATH,
     return metrics
 
 
-def log_to_mlflow(run, metrics: dict, params) -> None:
-    """Test metrics, reports, plots, params.yaml, the training data as a dataset input and the
-    model as a raw-text pyfunc; then registration through the promotion gate."""
-    from rnnpipe import registry, tracking
+def log_to_mlflow(run, metrics: dict, params, model_uri: str, hashes: dict[str, str]) -> None:
+    """Test metrics, reports, plots and params.yaml on the run; then registration of the logged
+    model (`model_uri`) through the promotion gate."""
+    from rnnpipe import registry
     from rnnpipe.tracking import retry_locked
 
     logged = retry_locked(lambda: run.client.get_run(run.run_id)).data.metrics
@@ -194,21 +198,77 @@ def log_to_mlflow(run, metrics: dict, params) -> None:
         run.log_artifact(path, "plots")
     run.log_artifact(VOCAB_PATH, "vocabulary")
     run.log_artifact(Path("params.yaml"))
-    hashes = tracking.dvc_lock_hashes()
     run.set_tags({f"dvc.md5.{path}": md5 for path, md5 in hashes.items()
                   if path.startswith(("data/", "models/"))})
-    registry.log_and_register(run, params, metrics, hashes)
+    registry.register_logged(run, params, metrics, model_uri)
+
+
+def start_scoring() -> subprocess.Popen | None:
+    """Start `rnnpipe evaluate --score-only` (`evaluate()` with this directory's params) in a
+    second process, or return None on a one-core machine, where it would only compete.
+
+    Scoring and logging the model to MLflow need nothing from each other, and each keeps one
+    core busy for seconds (MLflow loads the logged model again to answer its input example):
+    side by side, the step takes the longer of the two instead of their sum.
+    """
+    if (os.cpu_count() or 1) < 2:
+        return None
+    # The same rnnpipe package as this process's, whatever the working directory holds.
+    package_parent = str(Path(rnnpipe.__file__).resolve().parent.parent)
+    python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+    return subprocess.Popen([sys.executable, "-m", "rnnpipe", "evaluate", "--score-only"],
+                            env={**os.environ, "PYTHONPATH": python_path},
+                            stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            errors="replace")
+
+
+def scoring_result(process: subprocess.Popen) -> dict:
+    """Wait for `start_scoring`'s process; its metrics, or its error raised here as it was
+    reported there (a user error as `RnnpipeError`, an environment error as `OSError`)."""
+    from rnnpipe.cli import ENVIRONMENT_ERROR_EXIT, USER_ERROR_EXIT
+    from rnnpipe.errors import RnnpipeError
+
+    _, stderr = process.communicate()
+    lines = stderr.splitlines()
+    prefix = "rnnpipe: error: "
+    if process.returncode != 0 and lines and lines[-1].startswith(prefix):
+        sys.stderr.write("".join(f"{line}\n" for line in lines[:-1]))
+        message = lines[-1][len(prefix):]
+        if process.returncode == USER_ERROR_EXIT:
+            raise RnnpipeError(message)
+        if process.returncode == ENVIRONMENT_ERROR_EXIT:
+            raise OSError(message.removesuffix(" (rnnpipe --debug shows where)"))
+    sys.stderr.write(stderr)  # its warnings, or the traceback of a failure
+    if process.returncode != 0:
+        raise RuntimeError(f"scoring the model (`rnnpipe evaluate --score-only`) failed with "
+                           f"exit status {process.returncode}; its output is above")
+    return read_json(METRICS_PATH)
+
+
+def score_main() -> None:
+    """`rnnpipe evaluate --score-only`: score and write the reports; no MLflow."""
+    evaluate(load_params().evaluate)
 
 
 def main() -> None:
-    """`rnnpipe evaluate`: run the step with the `evaluate` section of `params.yaml`."""
-    from rnnpipe import tracking
+    """`rnnpipe evaluate`: run the step with the `evaluate` section of `params.yaml`: score (in a
+    second process, see `start_scoring`) while the model is logged to MLflow, then log the
+    scores and reports and register the model."""
+    from rnnpipe import registry, tracking
 
     params = load_params()
     with tracking.step_run("evaluate", params, final=True) as run:
-        metrics = evaluate(params.evaluate)
-        log_to_mlflow(run, metrics, params)
+        scoring = start_scoring()
+        try:
+            hashes = tracking.dvc_lock_hashes()
+            model_uri = registry.log_model(run, hashes)
+        except BaseException:
+            if scoring is not None:
+                scoring.kill()
+                scoring.communicate()
+            raise
+        metrics = evaluate(params.evaluate) if scoring is None else scoring_result(scoring)
+        log_to_mlflow(run, metrics, params, model_uri, hashes)
     print(f"evaluate: test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
           f"(TF-IDF + logistic regression baseline: accuracy "
           f"{metrics['baseline']['accuracy']:.4f}); reports in {REPORTS}/")
-

@@ -185,11 +185,11 @@ def gate_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def log_and_register(run: StepRun, params: Params, metrics: dict, hashes: dict[str, str]) -> None:
-    """Log the model on the run; register it and apply the gate unless `register.enabled` is off."""
+def register_logged(run: StepRun, params: Params, metrics: dict, model_uri: str) -> None:
+    """Register the model logged on `run` (`log_model`) and apply the gate, unless
+    `register.enabled` is off."""
     from rnnpipe.tracking import tracking_uri
 
-    model_uri = log_model(run, hashes)
     run.set_tags({"rnnpipe.model_uri": model_uri})
     if not params.register.enabled:
         return

@@ -38,7 +38,7 @@ def test_probe_times_the_step_function_inside_its_process(tmp_path: Path) -> Non
     probe.mkdir()
     (probe / "sitecustomize.py").write_text(
         bench.PROBE.format(targets={"fakepipe.ingest": ("ingest", "ingest")},
-                           timings=str(bench.TIMINGS)), encoding="utf-8")
+                           timings=str(bench.TIMINGS), steps={"ingest"}), encoding="utf-8")
     package = tmp_path / "src" / "fakepipe"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("", encoding="utf-8")
@@ -55,6 +55,33 @@ def test_probe_times_the_step_function_inside_its_process(tmp_path: Path) -> Non
     assert record["step"] == "ingest"
     assert 0.2 <= record["work_end"] - record["work_start"] < 5
     assert record["loaded"] <= record["work_start"] <= record["work_end"] <= record["exited"]
+
+
+def test_probe_counts_work_done_in_a_child_process_inside_its_step(tmp_path: Path) -> None:
+    """Evaluate scores in a child process: one step, the parent's wall, the child's work."""
+    bench = load_benchmark()
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(
+        bench.PROBE.format(targets={"fakepipe.evaluate": ("evaluate", "evaluate")},
+                           timings=str(bench.TIMINGS), steps={"evaluate"}), encoding="utf-8")
+    package = tmp_path / "src" / "fakepipe"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "evaluate.py").write_text(
+        "import time\n\ndef evaluate():\n    time.sleep(0.2)\n", encoding="utf-8")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{probe}:{tmp_path / 'src'}"}
+    child = "import fakepipe.evaluate as m; m.evaluate()"
+    parent = (f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {child!r}], "
+              f"check=True); time.sleep(0.3)")
+    subprocess.run([sys.executable, "-c", parent, "evaluate"], cwd=tmp_path, env=env,
+                   check=True, timeout=60)
+    assert len((tmp_path / bench.TIMINGS).read_text(encoding="utf-8").splitlines()) == 2
+    (step,) = bench.read_timings(tmp_path)
+    assert step.step == "evaluate"
+    assert 0.2 <= step.work < 5
+    assert step.wall >= step.work + 0.3  # the parent's own time is outside the work
+    assert step.loaded <= step.work_start <= step.work_end <= step.exited
 
 
 def test_report_ends_with_the_summary_line() -> None:

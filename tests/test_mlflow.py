@@ -366,3 +366,30 @@ def test_failed_step_leaves_a_failed_run_with_the_error(pipeline: Pipeline) -> N
     assert new.data.tags["error"] == "vocab: DataError: data/train.tsv:1: expected label<TAB>text"
     assert new.data.tags["rnnpipe.failed_step"] == "vocab"
     assert not (pipeline.root / ".rnnpipe" / "run.json").exists()
+
+
+def test_scoring_failure_fails_evaluate_with_the_scorers_error(pipeline: Pipeline) -> None:
+    """Evaluate scores in a second process (`rnnpipe evaluate --score-only`) while it logs the
+    model: that process's error is the step's error, and nothing is registered."""
+    client = pipeline.client
+    versions = len(client.search_model_versions("name = 'rnnpipe'"))
+    before = {r.info.run_id for r in mlflow.search_runs(experiment_names=["rnnpipe"],
+                                                        output_format="list")}
+    metrics = (pipeline.root / "reports" / "metrics.json").read_bytes()
+    test_tokens = pipeline.root / "data" / "tokens" / "test.tsv"
+    hidden = test_tokens.with_name("test.tsv.hidden")
+    test_tokens.rename(hidden)
+    try:
+        failed = run([str(BIN / "rnnpipe"), "evaluate"], pipeline.root, check=False, timeout=300)
+    finally:
+        hidden.rename(test_tokens)
+    message = "data/tokens/test.tsv: missing; run the vocabulary step first (rnnpipe vocab)"
+    assert failed.returncode == 2
+    assert failed.stderr.count(message) == 1
+    assert failed.stderr.strip().splitlines()[-1] == f"rnnpipe: error: {message}"
+    (new,) = [r for r in mlflow.search_runs(experiment_names=["rnnpipe"], output_format="list")
+              if r.info.run_id not in before]
+    assert new.info.status == "FAILED"
+    assert new.data.tags["error"] == f"evaluate: RnnpipeError: {message}"
+    assert len(client.search_model_versions("name = 'rnnpipe'")) == versions
+    assert (pipeline.root / "reports" / "metrics.json").read_bytes() == metrics

@@ -338,6 +338,34 @@ class ManualLSTM(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="rnnpipe")
+class MaskedGlobalMaxPooling1D(keras.layers.Layer):
+    """Max over each sequence's real steps: ``[B, T, H]`` with its mask → ``[B, H]``.
+
+    ``keras.layers.GlobalMaxPooling1D`` ignores the mask (and warns, at every call, that it drops
+    it). After either LSTM the answer would be the same, since a masked step repeats the last
+    real output, but this layer does not rely on that: masked steps never win, and a sequence
+    with no real step (an empty text) pools to zeros, as the LSTM's outputs on it are.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        if mask is None:
+            return ops.max(inputs, axis=1)
+        real = ops.expand_dims(ops.cast(mask, "bool"), -1)
+        pooled = ops.max(ops.where(real, inputs, ops.full_like(inputs, float("-inf"))), axis=1)
+        return ops.where(ops.any(real, axis=1), pooled, ops.zeros_like(pooled))
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], input_shape[2])
+
+
 def build_lstm_stack(units: Sequence[int], cell: str, **opts: Any) -> list[keras.layers.Layer]:
     """The stacked recurrent layers of an ``lstm_units`` list, for ``cell`` ``keras`` or ``manual``.
 

@@ -61,7 +61,7 @@ def build_model(vocab_size: int, num_classes: int, params: TrainParams):
     `params.cell` picks `keras.layers.LSTM` or rnnpipe's hand-written cell."""
     import keras
 
-    from rnnpipe.lstm import build_lstm_stack
+    from rnnpipe.lstm import MaskedGlobalMaxPooling1D, build_lstm_stack
 
     inputs = keras.Input(shape=(params.max_len,), dtype="int32", name="token_ids")
     x = keras.layers.Embedding(vocab_size, params.embedding_dim, mask_zero=True,
@@ -72,13 +72,13 @@ def build_model(vocab_size: int, num_classes: int, params: TrainParams):
                                           name="embedding_dropout")(x)
     stack = build_lstm_stack(params.lstm_units, params.cell, timesteps=params.max_len)
     if params.pooling != "last":
-        # Pool over every step's output instead of taking the last one. Masked steps repeat the
-        # last real output, so max pooling ignores padding; mean pooling is given the mask.
+        # Pool over every step's output instead of taking the last one; both poolings are
+        # given the mask, so padding never counts.
         stack[-1].return_sequences = True
     for layer in stack:
         x = layer(x)
     if params.pooling == "max":
-        x = keras.layers.GlobalMaxPooling1D(name="max_pool")(x)
+        x = MaskedGlobalMaxPooling1D(name="max_pool")(x)
     elif params.pooling == "mean":
         x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
     x = keras.layers.Dense(params.fc_units, activation="relu", name="fc")(x)

@@ -9,6 +9,7 @@ symbolic loops. Shapes are tiny so the file runs in seconds.
 from __future__ import annotations
 
 import os
+import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -24,6 +25,7 @@ from rnnpipe.lstm import (
     KERAS_GATES,
     UNROLL_MAX_STEPS,
     ManualLSTM,
+    MaskedGlobalMaxPooling1D,
     build_lstm_stack,
     copy_lstm_weights,
 )
@@ -289,6 +291,36 @@ def test_saved_model_loads_in_safe_mode_and_predicts_the_same(tmp_path):
     assert config["initializer"] == "tutorial"
     assert config["return_sequences"] is True
     assert loaded.layers[2].get_config()["unroll"] is False
+
+
+def test_masked_max_pooling_ignores_masked_steps_and_empty_rows():
+    values = np.array([[[1.0, -5.0], [3.0, -2.0], [99.0, 99.0]],   # last step masked
+                       [[-4.0, -6.0], [-3.0, -7.0], [-1.0, -1.0]],  # nothing masked
+                       [[50.0, 50.0], [50.0, 50.0], [50.0, 50.0]]],  # everything masked
+                      dtype="float32")
+    mask = np.array([[True, True, False], [True, True, True], [False, False, False]])
+    pool = MaskedGlobalMaxPooling1D()
+    np.testing.assert_allclose(ops.convert_to_numpy(pool(values, mask=mask)),
+                               [[3.0, -2.0], [-1.0, -1.0], [0.0, 0.0]])
+    np.testing.assert_allclose(ops.convert_to_numpy(pool(values)), values.max(axis=1))
+    assert pool.compute_mask(values, mask) is None
+
+
+def test_masked_max_pooling_keeps_keras_quiet_and_saves(tmp_path):
+    model = keras.Sequential([
+        keras.Input((6,), dtype="int32"),
+        keras.layers.Embedding(20, 4, mask_zero=True),
+        keras.layers.LSTM(3, return_sequences=True),
+        MaskedGlobalMaxPooling1D(),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    x = np.array([[3, 4, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype="int32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns when a layer drops a mask
+        expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
 
 
 def test_build_lstm_stack():

@@ -23,6 +23,14 @@ PIP_REQUIREMENTS_PACKAGES = ("tensorflow-cpu", "keras", "jieba", "numpy", "panda
                              "mlflow")
 
 
+PROBABILITY_PREFIX = "prob_"  # output column `prob_<label>`: one per class
+
+
+def probability_column(label: str) -> str:
+    """The output column holding the probability of `label`."""
+    return f"{PROBABILITY_PREFIX}{label}"
+
+
 class TextClassifier:
     """Predict labels and class probabilities for raw texts."""
 
@@ -61,7 +69,7 @@ class TextClassifier:
         probs = self.predict_proba(texts)
         frame = pd.DataFrame({"label": [self.vocab.labels[i] for i in probs.argmax(axis=1)]})
         for i, label in enumerate(self.vocab.labels):
-            frame[f"prob_{label}"] = probs[:, i].astype(float)
+            frame[probability_column(label)] = probs[:, i].astype(float)
         return frame
 
 

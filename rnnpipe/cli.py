@@ -195,14 +195,15 @@ def prefect_configured(cwd: Path | None = None) -> bool:
 def _predict(args: argparse.Namespace) -> None:
     import json
 
+    from rnnpipe.classifier import PROBABILITY_PREFIX
     from rnnpipe.predict import load_predictor
 
     predictor, source = load_predictor(args.model)
     print(f"model: {source}", file=sys.stderr)
     frame = predictor(list(args.texts))
     for text, row in zip(args.texts, frame.to_dict(orient="records"), strict=True):
-        probs = {k.removeprefix("prob_"): round(v, 4) for k, v in row.items()
-                 if k.startswith("prob_")}
+        probs = {k.removeprefix(PROBABILITY_PREFIX): round(v, 4) for k, v in row.items()
+                 if k.startswith(PROBABILITY_PREFIX)}
         print(json.dumps({"text": text, "label": row["label"], "probabilities": probs},
                          ensure_ascii=False))
 

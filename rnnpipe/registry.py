@@ -55,8 +55,10 @@ def signature_for(labels: list[str]) -> ModelSignature:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    from rnnpipe.classifier import probability_column
+
     outputs = [ColSpec("string", "label"),
-               *(ColSpec("double", f"prob_{label}") for label in labels)]
+               *(ColSpec("double", probability_column(label)) for label in labels)]
     return ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema(outputs))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-import rnnpipe  # environment defaults before TensorFlow loads; start_scoring uses its path
+import rnnpipe  # noqa: F401  (environment defaults before TensorFlow loads)
 from rnnpipe.config import EvaluateParams, load_params
 from rnnpipe.io import atomic_open, atomic_path, read_json, write_json
 from rnnpipe.train import HISTORY_PATH, MODEL_PATH, load_split
@@ -213,8 +213,8 @@ def start_scoring() -> subprocess.Popen | None:
     """
     if (os.cpu_count() or 1) < 2:
         return None
-    # The same rnnpipe package as this process's, whatever the working directory holds.
-    package_parent = str(Path(rnnpipe.__file__).resolve().parent.parent)
+    # The rnnpipe this module belongs to, whatever the working directory holds.
+    package_parent = str(Path(__file__).resolve().parent.parent)
     python_path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
     return subprocess.Popen([sys.executable, "-m", "rnnpipe", "evaluate", "--score-only"],
                             env={**os.environ, "PYTHONPATH": python_path},

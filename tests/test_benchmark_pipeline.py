@@ -32,20 +32,27 @@ def load_benchmark():
     return sys.modules["bench_pipeline"]
 
 
-def test_probe_times_the_step_function_inside_its_process(tmp_path: Path) -> None:
+def fake_step(tmp_path: Path, step: str, body: str) -> dict[str, str]:
+    """A package `fakepipe` whose module `step` defines the function `step` (`body`), and the
+    benchmark's probe set to time it; returns the environment that loads both."""
     bench = load_benchmark()
     probe = tmp_path / "probe"
     probe.mkdir()
     (probe / "sitecustomize.py").write_text(
-        bench.PROBE.format(targets={"fakepipe.ingest": ("ingest", "ingest")},
-                           timings=str(bench.TIMINGS), steps={"ingest"}), encoding="utf-8")
+        bench.PROBE.format(targets={f"fakepipe.{step}": (step, step)},
+                           timings=str(bench.TIMINGS), steps={step}), encoding="utf-8")
     package = tmp_path / "src" / "fakepipe"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("", encoding="utf-8")
-    (package / "ingest.py").write_text(
-        "import time\n\ndef ingest():\n    time.sleep(0.2)\n    return {'ok': 1}\n\n"
-        "def main():\n    return ingest()\n", encoding="utf-8")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{probe}:{tmp_path / 'src'}"}
+    (package / f"{step}.py").write_text(body, encoding="utf-8")
+    return {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{probe}:{tmp_path / 'src'}"}
+
+
+def test_probe_times_the_step_function_inside_its_process(tmp_path: Path) -> None:
+    bench = load_benchmark()
+    env = fake_step(tmp_path, "ingest",
+                    "import time\n\ndef ingest():\n    time.sleep(0.2)\n    return {'ok': 1}\n\n"
+                    "def main():\n    return ingest()\n")
     subprocess.run([sys.executable, "-c", "import fakepipe.ingest as m; m.main()"],
                    cwd=tmp_path, env=env, check=True, timeout=60)
     subprocess.run([sys.executable, "-c", "import json"], cwd=tmp_path, env=env, check=True,
@@ -60,17 +67,7 @@ def test_probe_times_the_step_function_inside_its_process(tmp_path: Path) -> Non
 def test_probe_counts_work_done_in_a_child_process_inside_its_step(tmp_path: Path) -> None:
     """Evaluate scores in a child process: one step, the parent's wall, the child's work."""
     bench = load_benchmark()
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    (probe / "sitecustomize.py").write_text(
-        bench.PROBE.format(targets={"fakepipe.evaluate": ("evaluate", "evaluate")},
-                           timings=str(bench.TIMINGS), steps={"evaluate"}), encoding="utf-8")
-    package = tmp_path / "src" / "fakepipe"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("", encoding="utf-8")
-    (package / "evaluate.py").write_text(
-        "import time\n\ndef evaluate():\n    time.sleep(0.2)\n", encoding="utf-8")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{probe}:{tmp_path / 'src'}"}
+    env = fake_step(tmp_path, "evaluate", "import time\n\ndef evaluate():\n    time.sleep(0.2)\n")
     child = "import fakepipe.evaluate as m; m.evaluate()"
     parent = (f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {child!r}], "
               f"check=True); time.sleep(0.3)")

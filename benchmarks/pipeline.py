@@ -296,6 +296,7 @@ def warm_stores(project: Path, env: dict[str, str], log: Path) -> dict[str, floa
                        f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"], project, env, log)
     return {"prefect": prefect_s, "mlflow": mlflow_s}
 
+
 def read_timings(project: Path) -> list[StepTiming]:
     """The probe's records, one per step process, in the order the steps ran.
 

@@ -49,6 +49,7 @@ from flows.pipeline import (
     stage_environment,
     write_overrides,
 )
+from rnnpipe.cli import ERROR_PREFIX
 from rnnpipe.config import (
     PARAMS_FILE,
     Params,
@@ -175,7 +176,7 @@ def make_workspace(project: Path, workdir: Path, files: list[str], cache_dir: st
 def _failure_reason(output: str) -> str:
     """The lines that say why a `dvc repro` failed: the step's one-line error, DVC's summary."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    reasons = [line for line in lines if line.startswith(("rnnpipe: error:", "ERROR:"))]
+    reasons = [line for line in lines if line.startswith((ERROR_PREFIX.rstrip(), "ERROR:"))]
     return "; ".join(reasons) or (lines[-1] if lines else "no output")
 
 

@@ -19,6 +19,8 @@ from rnnpipe.errors import RnnpipeError
 
 USER_ERROR_EXIT = 2  # bad input or params; flows/pipeline.py does not retry these
 ENVIRONMENT_ERROR_EXIT = 1  # an OSError (disk full, permissions): retrying may help
+ERROR_PREFIX = "rnnpipe: error: "  # how an error line starts (on stderr)
+DEBUG_HINT = " (rnnpipe --debug shows where)"  # ends an environment error's line
 
 
 def _step(module: str) -> Callable[[argparse.Namespace], None]:
@@ -306,14 +308,14 @@ def main(argv: list[str] | None = None) -> None:
     except RnnpipeError as exc:
         if args.debug:
             raise
-        print(f"rnnpipe: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{one_line(str(exc))}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
     except OSError as exc:
         # The environment, not the input: a full disk, an unwritable folder. One line too, but
         # exit 1, so the Prefect flow retries it, and the traceback is one flag away.
         if args.debug:
             raise
-        print(f"rnnpipe: error: {one_line(str(exc))} (rnnpipe --debug shows where)",
+        print(f"{ERROR_PREFIX}{one_line(str(exc))}{DEBUG_HINT}",
               file=sys.stderr)
         sys.exit(ENVIRONMENT_ERROR_EXIT)
     except KeyboardInterrupt:

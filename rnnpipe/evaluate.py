@@ -225,19 +225,18 @@ def start_scoring() -> subprocess.Popen | None:
 def scoring_result(process: subprocess.Popen) -> dict:
     """Wait for `start_scoring`'s process; its metrics, or its error raised here as it was
     reported there (a user error as `RnnpipeError`, an environment error as `OSError`)."""
-    from rnnpipe.cli import ENVIRONMENT_ERROR_EXIT, USER_ERROR_EXIT
+    from rnnpipe.cli import DEBUG_HINT, ENVIRONMENT_ERROR_EXIT, ERROR_PREFIX, USER_ERROR_EXIT
     from rnnpipe.errors import RnnpipeError
 
     _, stderr = process.communicate()
     lines = stderr.splitlines()
-    prefix = "rnnpipe: error: "
-    if process.returncode != 0 and lines and lines[-1].startswith(prefix):
+    if process.returncode != 0 and lines and lines[-1].startswith(ERROR_PREFIX):
         sys.stderr.write("".join(f"{line}\n" for line in lines[:-1]))
-        message = lines[-1][len(prefix):]
+        message = lines[-1].removeprefix(ERROR_PREFIX)
         if process.returncode == USER_ERROR_EXIT:
             raise RnnpipeError(message)
         if process.returncode == ENVIRONMENT_ERROR_EXIT:
-            raise OSError(message.removesuffix(" (rnnpipe --debug shows where)"))
+            raise OSError(message.removesuffix(DEBUG_HINT))
     sys.stderr.write(stderr)  # its warnings, or the traceback of a failure
     if process.returncode != 0:
         raise RuntimeError(f"scoring the model (`rnnpipe evaluate --score-only`) failed with "

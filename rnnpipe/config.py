@@ -1,14 +1,19 @@
-"""`params.yaml` → typed, validated configuration.
+"""`params.yaml` → typed, validated configuration, and back.
 
-One dataclass per `params.yaml` section (DVC convention). Loading checks every key before any
-work starts: unknown keys, wrong types and out-of-range values raise `ParamsError` naming the
-dotted key, e.g. ``train.epochs: must be >= 1, got -3``.
+One frozen dataclass per `params.yaml` section (DVC convention). The dataclass defaults are the
+defaults in the repository's `params.yaml` (`tests/test_config.py` keeps them equal). Loading
+checks every key before any work starts: unknown keys, wrong types and out-of-range values raise
+`ParamsError` naming the dotted key, e.g. ``train.max_epochs: must be >= 1, got -3``, and an
+unknown key suggests the closest known one. `write_overrides` is the one writer of the file.
 """
 
 from __future__ import annotations
 
 import codecs
+import copy
 import dataclasses
+import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,10 +23,17 @@ from typing import Any
 import yaml
 
 from rnnpipe.errors import ParamsError
+from rnnpipe.paths import PARAMS_FILE
 
-PARAMS_FILE = "params.yaml"
 TOKENIZERS = ("jieba", "char", "word")
 FORMATS = ("auto", "tsv", "csv", "folder")
+TRUNCATIONS = ("head", "tail", "head+tail")
+MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+GATE_METRICS = ("macro_f1", "accuracy")
+SWEEP_METRICS = ("val_macro_f1", "val_accuracy")
+# What a sweep trial may vary: not `ingest`, so every trial is scored on the same splits.
+SWEEP_SECTIONS = ("vocab", "train", "evaluate")
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -61,14 +73,15 @@ class VocabParams:
 
     tokenizer: str = "jieba"
     min_count: int = 2
-    max_size: int | None = None
+    max_size: int | None = 20000
     workers: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("vocab.tokenizer", self.tokenizer, TOKENIZERS)
         _check(self.min_count >= 1, "vocab.min_count", "must be >= 1", self.min_count)
         if self.max_size is not None:
-            _check(self.max_size >= 1, "vocab.max_size", "must be >= 1 or null", self.max_size)
+            _check(self.max_size >= 3, "vocab.max_size", "must be >= 3 (<PAD>, <UNK> and a "
+                   "token) or null", self.max_size)
         _check(self.workers >= 0, "vocab.workers", "must be >= 0 (0 = all cores)", self.workers)
 
 
@@ -77,28 +90,41 @@ class TrainParams:
     """The model and how it is fitted."""
 
     cell: str = "keras"
-    pooling: str = "last"
-    embedding_dim: int = 64
-    lstm_units: list[int] = field(default_factory=lambda: [64])
+    pooling: str = "max"
+    embedding_dim: int = 128
+    embedding_dropout: float = 0.4
+    embeddings: str | None = None
+    embeddings_trainable: bool = True
+    lstm_units: list[int] = field(default_factory=lambda: [128])
     fc_units: int = 64
-    embedding_dropout: float = 0.0
-    dropout: float = 0.2
-    max_len: int = 100
+    dropout: float = 0.5
+    max_len: int | str = AUTO
+    max_len_cap: int = 400
+    truncate: str = "head"
     batch_size: int = 64
-    epochs: int = 5
-    learning_rate: float = 0.001
-    clipnorm: float = 1.0
+    max_epochs: int = 30
     patience: int = 2
+    monitor: str = "val_loss"
+    learning_rate: float = 0.001
+    lr_schedule: str = "plateau"
+    class_weight: str = "none"
+    clipnorm: float = 1.0
     seed: int = 42
 
     def __post_init__(self) -> None:
         _check_choice("train.cell", self.cell, ("keras", "manual"))
         _check_choice("train.pooling", self.pooling, ("last", "max", "mean"))
+        _check_choice("train.truncate", self.truncate, TRUNCATIONS)
+        _check_choice("train.monitor", self.monitor, MONITORS)
+        _check_choice("train.lr_schedule", self.lr_schedule, ("plateau", "constant"))
+        _check_choice("train.class_weight", self.class_weight, ("none", "balanced"))
         _check(len(self.lstm_units) >= 1, "train.lstm_units", "needs at least one layer",
                self.lstm_units)
         _check(all(u >= 1 for u in self.lstm_units), "train.lstm_units",
                "every layer needs >= 1 unit", self.lstm_units)
-        for name in ("embedding_dim", "fc_units", "max_len", "batch_size", "epochs"):
+        _check(self.max_len == AUTO or (isinstance(self.max_len, int) and self.max_len >= 1),
+               "train.max_len", "must be auto or an integer >= 1", self.max_len)
+        for name in ("embedding_dim", "fc_units", "max_len_cap", "batch_size", "max_epochs"):
             _check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1", getattr(self, name))
         _check(0 <= self.dropout < 1, "train.dropout", "must be in [0, 1)", self.dropout)
         _check(0 <= self.embedding_dropout < 1, "train.embedding_dropout", "must be in [0, 1)",
@@ -106,13 +132,16 @@ class TrainParams:
         _check(self.learning_rate > 0, "train.learning_rate", "must be > 0", self.learning_rate)
         _check(self.clipnorm > 0, "train.clipnorm", "must be > 0", self.clipnorm)
         _check(self.patience >= 0, "train.patience", "must be >= 0", self.patience)
+        if self.embeddings is not None:
+            _check(self.embeddings.strip() != "", "train.embeddings",
+                   "must be a path to a vectors file, or null", self.embeddings)
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     """How the test split is scored."""
 
-    batch_size: int = 256
+    batch_size: int = 512
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1", self.batch_size)
@@ -126,17 +155,27 @@ class MlflowParams:
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_root: str = "mlruns/artifacts"
 
+    def __post_init__(self) -> None:
+        _check(self.experiment.strip() != "", "mlflow.experiment", "must not be empty",
+               self.experiment)
+
 
 @dataclass(frozen=True)
 class RegisterParams:
-    """The model registry entry each evaluated model becomes a version of."""
+    """The registered model each evaluated model becomes a version of, and the promotion gate
+    (MLflow Recipes' `validation_criteria`, as params)."""
 
-    model_name: str = "rnnpipe"
     enabled: bool = True
+    model_name: str = AUTO
+    metric: str = "macro_f1"
+    min_improvement: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.model_name.strip() != "", "register.model_name", "must not be empty",
-               self.model_name)
+        _check(self.model_name.strip() != "", "register.model_name",
+               "must not be empty (auto names it after the data)", self.model_name)
+        _check_choice("register.metric", self.metric, GATE_METRICS)
+        _check(0 <= self.min_improvement < 1, "register.min_improvement",
+               "must be in [0, 1)", self.min_improvement)
 
 
 @dataclass(frozen=True)
@@ -146,23 +185,40 @@ class ScheduleParams:
     cron: str = "0 3 * * *"
     timezone: str = "UTC"
 
+    def __post_init__(self) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ParamsError(f"schedule.timezone: unknown time zone {self.timezone!r} (use an "
+                              f"IANA name such as UTC or Europe/Berlin)") from None
+        _check(_valid_cron(self.cron), "schedule.cron",
+               "not a valid cron expression (minute hour day month weekday)", self.cron)
+
 
 @dataclass(frozen=True)
 class SweepParams:
-    """A hyperparameter search over dotted keys."""
+    """A hyperparameter search over dotted keys, ranked on validation data."""
 
     method: str = "grid"
-    grid: dict[str, list[Any]] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=lambda: {
+        "train.lstm_units": [[32], [64]], "train.learning_rate": [0.001, 0.002]})
     trials: int = 4
-    metric: str = "macro_f1"
+    metric: str = "val_macro_f1"
     seed: int = 0
     workers: int = 2
 
     def __post_init__(self) -> None:
         _check_choice("sweep.method", self.method, ("grid", "random"))
+        _check_choice("sweep.metric", self.metric, SWEEP_METRICS)
         _check(self.trials >= 1, "sweep.trials", "must be >= 1", self.trials)
         _check(self.workers >= 1, "sweep.workers", "must be >= 1", self.workers)
+        _check(bool(self.grid), "sweep.grid", "name at least one dotted key and the values to "
+               "try, e.g. train.learning_rate: [0.001, 0.002]", self.grid)
         for key, values in self.grid.items():
+            _check("." in key and key.split(".")[0] in SWEEP_SECTIONS, f"sweep.grid.{key}",
+                   f"a trial can vary {', '.join(SWEEP_SECTIONS)} keys (section.key)", key)
             _check(isinstance(values, list) and len(values) > 0, f"sweep.grid.{key}",
                    "must be a non-empty list of values", values)
 
@@ -185,12 +241,40 @@ class Params:
         return dataclasses.asdict(self)
 
 
+def dataset_name(source: str) -> str:
+    """A short name for the data behind `ingest.source`: a bundled corpus's name, or the file or
+    folder name without its extensions (`corpus/news.tsv` → `news`, a URL's last segment)."""
+    name = source.rstrip("/").split("?")[0].rsplit("/", 1)[-1]
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".zip", ".tar", ".tsv", ".csv",
+                   ".txt"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "corpus"
+
+
+def model_name(params: Params) -> str:
+    """The registered model's name: `register.model_name`, or with `auto` one lineage per
+    dataset, `rnnpipe-<dataset_name>`, so a model of other data never competes with it."""
+    if params.register.model_name != AUTO:
+        return params.register.model_name
+    return f"rnnpipe-{dataset_name(params.ingest.source)}"
+
+
 def _is_codec(name: str) -> bool:
     try:
         codecs.lookup(name)
     except LookupError:
         return False
     return True
+
+
+def _valid_cron(expression: str) -> bool:
+    try:
+        from croniter import croniter  # Prefect's own cron parser
+    except ImportError:
+        return len(expression.split()) == 5
+    return croniter.is_valid(expression)
 
 
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
@@ -202,6 +286,15 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, key, f"must be one of {', '.join(choices)}", value)
 
 
+def _unknown(key: str, known: typing.Iterable[str], what: str) -> ParamsError:
+    known = sorted(known)
+    name = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {key[: len(key) - len(name)]}{close[0]}?" if close else \
+        f"known: {', '.join(known)}"
+    return ParamsError(f"{key}: unknown {what} ({hint})")
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check `value` against the type hint `hint`; ints are accepted where floats are expected."""
     origin = typing.get_origin(hint)
@@ -209,8 +302,13 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        non_none = [o for o in options if o is not type(None)]
-        return _coerce(key, value, non_none[0])
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(key, value, option)
+            except ParamsError as exc:
+                errors.append(exc)
+        raise errors[0]
     if origin is list:
         (item_hint,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -236,18 +334,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ParamsError(f"{prefix}: must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ParamsError(
-            f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})"
-        )
-    values = {}
-    for name, value in data.items():
-        key = f"{prefix}.{name}"
-        if dataclasses.is_dataclass(hints[name]):
-            values[name] = _build(hints[name], value, key)
-        else:
-            values[name] = _coerce(key, value, hints[name])
+    for name in data:
+        if name not in known:
+            raise _unknown(f"{prefix}.{name}", known, "key")
+    values = {name: _coerce(f"{prefix}.{name}", value, hints[name])
+              for name, value in data.items()}
     return cls(**values)
 
 
@@ -258,17 +349,19 @@ def params_from_dict(data: dict[str, Any] | None) -> Params:
     if not isinstance(data, dict):
         raise ParamsError(f"params: the top level must be a mapping of sections, got {data!r}")
     hints = typing.get_type_hints(Params)
-    unknown = sorted(set(data) - set(hints))
-    if unknown:
-        raise ParamsError(f"{unknown[0]}: unknown section (known: {', '.join(hints)})")
+    for name in data:
+        if name not in hints:
+            raise _unknown(str(name), hints, "section")
     return Params(**{name: _build(hints[name], data.get(name), name) for name in hints})
 
 
-def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
-    """Read and validate `params.yaml`, applying dotted-key `overrides` (e.g. `train.epochs`)."""
+def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The parsed YAML of `path`, or `ParamsError` naming the file (and line) when it cannot
+    be read or parsed."""
     path = Path(path)
     if not path.exists():
-        raise ParamsError(f"{path}: no such file (run rnnpipe from the project root)")
+        raise ParamsError(f"{path}: no such file (run rnnpipe in the project's folder, or "
+                          f"give --project)")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -284,19 +377,22 @@ def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None
         problem = " ".join(str(p) for p in (getattr(exc, "context", None),
                                              getattr(exc, "problem", None)) if p) or str(exc)
         raise ParamsError(f"{where}: not valid YAML: {problem}") from None
-    data = apply_overrides(data or {}, overrides or {})
-    return params_from_dict(data)
+    return data or {}
+
+
+def load_params(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate `params.yaml`, applying dotted-key `overrides` (e.g. `train.max_epochs`)
+    in memory."""
+    return params_from_dict(apply_overrides(read_params_file(path), overrides or {}))
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of `data` with `{"section.key": value}` overrides set (values as given)."""
-    import copy
-
+    """Return a copy of `data` with `{"section.key": value}` overrides set, validated."""
     result = copy.deepcopy(data)
     for dotted, value in overrides.items():
         parts = dotted.split(".")
-        if len(parts) < 2:
-            raise ParamsError(f"{dotted}: overrides need a dotted key such as train.epochs")
+        if len(parts) < 2 or not all(parts):
+            raise ParamsError(f"{dotted}: overrides need a dotted key such as train.max_epochs")
         node = result
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -308,11 +404,11 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Parse `key=value` strings (CLI `-S train.epochs=2`) into an overrides mapping."""
+    """Parse `key=value` strings (CLI `-S train.max_epochs=2`) into an overrides mapping."""
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ParamsError(f"{item}: overrides look like section.key=value")
         # Command-line values are YAML, as with `dvc exp run -S`: 2 is an int, [64] a list.
         try:
@@ -320,3 +416,38 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         except yaml.YAMLError:
             raise ParamsError(f"{key}: the value {value!r} is not valid YAML") from None
     return overrides
+
+
+def write_overrides(path: str | Path, overrides: dict[str, Any]) -> None:
+    """Write dotted-key overrides into the params file at `path` (as `dvc exp run -S` does),
+    keeping its comments and layout; validated first, so a bad override changes nothing."""
+    from ruamel.yaml import YAML
+
+    from rnnpipe.io import atomic_open
+
+    path = Path(path)
+    apply_overrides(read_params_file(path), overrides)
+    round_trip = YAML()
+    round_trip.width = 4096  # never re-wrap a long comment or value
+    round_trip.representer.add_representer(  # keep `null` as written, not an empty value
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    data = round_trip.load(path.read_text(encoding="utf-8"))
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    with atomic_open(path) as fh:
+        round_trip.dump(data, fh)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"train": {"max_epochs": 5}}` → `{"train.max_epochs": 5}`."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

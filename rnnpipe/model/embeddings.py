@@ -53,7 +53,7 @@ from typing import BinaryIO
 import numpy as np
 
 from rnnpipe.errors import DataError
-from rnnpipe.text import PAD, UNK
+from rnnpipe.model.vocabulary import PAD, UNK
 
 FORMATS = ("word2vec-text", "word2vec-binary", "glove")
 _MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2"}

@@ -16,8 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-PAD, UNK = "<PAD>", "<UNK>"
-PAD_ID, UNK_ID = 0, 1
+from rnnpipe.model.vocabulary import PAD_ID, UNK_ID
+
 # Separators for handing a worker's tokens back as one string. Python counts both as whitespace
 # (`str.isspace`), and no tokenizer here ever returns whitespace inside a token, so they cannot
 # occur in one.
@@ -102,11 +102,28 @@ def tokenize_many(texts: Sequence[str], tokenizer: str, workers: int = 0) -> lis
                 for tokens in _unpack(packed, len(part))]
 
 
-def encode(token_lists: Sequence[Sequence[str]], token_ids: dict[str, int],
-           max_len: int) -> np.ndarray:
-    """Map tokens to ids (unknown → `<UNK>`), truncate to `max_len`, right-pad with `<PAD>`."""
+def encode(token_lists: Sequence[Sequence[str]], token_ids: dict[str, int], max_len: int,
+           truncate: str = "head") -> np.ndarray:
+    """Map tokens to ids (unknown → `<UNK>`), cut to `max_len`, right-pad with `<PAD>`.
+
+    A longer document keeps its first `max_len` tokens (`head`), its last (`tail`), or both ends
+    (`head+tail`: the first quarter and the last three quarters of `max_len`, the split Sun et al.
+    (2019) found best for long texts: openings and conclusions carry the topic).
+    """
     ids = np.full((len(token_lists), max_len), PAD_ID, dtype=np.int32)
     for row, tokens in enumerate(token_lists):
-        kept = tokens[:max_len]
+        kept = truncated(tokens, max_len, truncate)
         ids[row, :len(kept)] = [token_ids.get(t, UNK_ID) for t in kept]
     return ids
+
+
+def truncated(tokens: Sequence[str], max_len: int, truncate: str = "head") -> Sequence[str]:
+    """The tokens a document keeps at `max_len` (see `encode`)."""
+    if len(tokens) <= max_len:
+        return tokens
+    if truncate == "head":
+        return tokens[:max_len]
+    if truncate == "tail":
+        return tokens[-max_len:]
+    head = max_len // 4
+    return [*tokens[:head], *tokens[len(tokens) - (max_len - head):]]

@@ -6,6 +6,7 @@ as an MLflow pyfunc so the logged model (and `mlflow models serve`) answers raw 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-import rnnpipe  # noqa: F401  (environment defaults before TensorFlow loads)
 from rnnpipe.errors import DataError
-from rnnpipe.text import encode, tokenize
-from rnnpipe.vocab import Vocabulary
+from rnnpipe.model.text import encode, tokenize
+from rnnpipe.model.vocabulary import Vocabulary
 
-# What the model's code imports (rnnpipe/config.py needs PyYAML); pinned to the versions here.
-PIP_REQUIREMENTS_PACKAGES = ("tensorflow-cpu", "keras", "jieba", "numpy", "pandas", "pyyaml",
-                             "mlflow")
+# What the model's code imports; pinned to the versions here.
+PIP_REQUIREMENTS_PACKAGES = ("tensorflow-cpu", "keras", "jieba", "numpy", "pandas", "mlflow")
 
 
 PROBABILITY_PREFIX = "prob_"  # output column `prob_<label>`: one per class
@@ -34,28 +33,30 @@ def probability_column(label: str) -> str:
 class TextClassifier:
     """Predict labels and class probabilities for raw texts."""
 
-    def __init__(self, model: Any, vocab: Vocabulary) -> None:
+    def __init__(self, model: Any, vocab: Vocabulary, truncate: str = "head") -> None:
         self.model = model
         self.vocab = vocab
         self.max_len = int(model.input_shape[1])
+        self.truncate = truncate
         self._token_ids = vocab.token_ids
 
     @classmethod
-    def load(cls, model_path: str | Path, vocab_path: str | Path) -> TextClassifier:
-        """Load a `.keras` model (safe mode: no arbitrary code) and its vocabulary."""
-        import keras
+    def load(cls, model_path: str | Path, vocab_path: str | Path,
+             preprocessing_path: str | Path | None = None) -> TextClassifier:
+        """Load a `.keras` model (safe mode: no arbitrary code), its vocabulary, and how it cuts
+        long texts (`preprocessing.json`, written beside the model by training)."""
+        from rnnpipe.model.network import load_model
 
-        import rnnpipe.lstm  # noqa: F401  (registers the manual cell for deserialisation)
-
-        if not Path(model_path).exists():
-            raise DataError(f"{model_path}: no trained model; run the pipeline first (make run)")
-        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-        return cls(model, Vocabulary.load(vocab_path))
+        truncate = "head"
+        if preprocessing_path is not None and Path(preprocessing_path).exists():
+            with open(preprocessing_path, encoding="utf-8") as fh:
+                truncate = json.load(fh).get("truncate", truncate)
+        return cls(load_model(model_path), Vocabulary.load(vocab_path), truncate)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids `[n, max_len]` for raw texts."""
         token_lists = [tokenize(str(t), self.vocab.tokenizer) for t in texts]
-        return encode(token_lists, self._token_ids, self.max_len)
+        return encode(token_lists, self._token_ids, self.max_len, self.truncate)
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Class probabilities `[n, num_labels]`, columns in `vocab.labels` order."""
@@ -119,7 +120,8 @@ try:
         def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
             """Load the Keras model and vocabulary from the model's own artifacts."""
             self.classifier = TextClassifier.load(context.artifacts["model"],
-                                                  context.artifacts["vocab"])
+                                                  context.artifacts["vocab"],
+                                                  context.artifacts.get("preprocessing"))
 
         # `pd.DataFrame` is what MLflow passes after enforcing a column signature. It is also a
         # hint MLflow does not infer a signature from, so the explicit signature (with the

@@ -1,6 +1,7 @@
 """The tutorial's hand-written LSTM, as a serializable Keras 3 layer.
 
-The tutorial (see ``shared/notes/seed.md``) builds its LSTM from four named gate groups, each with
+The tutorial rnnpipe grew from (a Chinese text-classification walk-through that wrote its LSTM by
+hand in TensorFlow) builds its LSTM from four named gate groups, each with
 an input weight ``x_weight [E, H]``, a recurrent weight ``h_weight [H, H]`` and a bias ``[H]``::
 
     input     i = sigmoid(x @ Wx_input  + h @ Wh_input  + b_input)
@@ -38,9 +39,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import keras
-from keras import ops
-from keras.src import backend as _backend  # backend.rnn: the loop keras.layers.RNN itself runs
+from rnnpipe.model.backend import keras, ops
+
+_backend = keras.src.backend  # backend.rnn: the loop keras.layers.RNN itself runs
 
 # Column blocks of the fused weights, in storage order: the tutorial's order.
 GATES: tuple[str, ...] = ("input", "output", "forget", "mid_state")
@@ -49,7 +50,7 @@ KERAS_GATES: tuple[str, ...] = ("input", "forget", "mid_state", "output")
 
 # Unroll the time loop into the graph up to this many (statically known) steps. Unrolling removes
 # the per-step cost of the symbolic loop (about 1.3-2x on 50 steps); beyond ~64 steps the graph
-# and its build time grow while the gain fades (see shared/notes/performance.md).
+# and its build time grow while the gain fades (measured with benchmarks/lstm_cell.py).
 UNROLL_MAX_STEPS = 64
 
 # Steps unrolled inside each iteration of the symbolic loop (long or unknown-length sequences):

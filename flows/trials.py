@@ -1,0 +1,99 @@
+"""Throwaway workspaces for sweep trials, so a sweep never touches the project's own files.
+
+A workspace is a copy of the project's tree (sources, `dvc.yaml`, `dvc.lock`, `params.yaml`, the
+corpus and every DVC-tracked input, including `dvc add`-ed and `dvc import-url`-ed files) without
+its git folder, virtual environment, MLflow store and the outputs of the stages a trial re-runs.
+Large files are hard links (nothing in a workspace writes into an existing file: DVC deletes a
+stage's outputs before re-running it and rnnpipe writes by atomic rename), and the workspace uses
+the project's DVC cache, so a trial's outputs can be checked out in the project afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from flows.stages import stage_environment
+from rnnpipe.errors import ERROR_FILE_ENV, StepFailed, read_error_record
+
+# Never copied: version control, environments, stores, caches, local state.
+SKIPPED = {".git", ".venv", "venv", "mlruns", ".rnnpipe", "dvc_plots", "__pycache__",
+           ".pytest_cache", ".ruff_cache", ".hypothesis", ".stack", ".mypy_cache"}
+COPIED = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvcignore")  # rewritten: real copies
+
+
+def project_cache(project: Path) -> str:
+    """The project's DVC cache folder."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return str(repo.cache.local_cache_dir)
+
+
+def stage_outputs(project: Path, stages: tuple[str, ...]) -> set[str]:
+    """The outputs (relative paths) of the named pipeline stages."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        return {os.path.relpath(out.fs_path, project) for stage in repo.index.stages
+                if getattr(stage, "name", None) in stages for out in stage.outs}
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+    return dst
+
+
+def make_workspace(source: Path, workdir: Path, cache_dir: str,
+                   leave_out: set[str] = frozenset()) -> Path:
+    """Copy `source`'s tree into `workdir` (see the module docstring) without `leave_out`
+    (relative paths), and make it a DVC repository on `cache_dir`."""
+    skipped = {Path(p) for p in leave_out}
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        rel = Path(os.path.relpath(folder, source))
+        out = {n for n in names if n in SKIPPED or n.endswith(".egg-info")
+               or (rel / n).as_posix() in {s.as_posix() for s in skipped}}
+        if rel == Path("."):
+            out.add(".dvc")
+        return out
+
+    shutil.copytree(source, workdir, ignore=ignore, copy_function=_link_or_copy,
+                    dirs_exist_ok=True, symlinks=True)
+    for name in COPIED:  # DVC rewrites these in place: never share their inode
+        target = workdir / name
+        if target.exists():
+            target.unlink()
+            shutil.copy2(source / name, target)
+    dvc_dir = workdir / ".dvc"
+    dvc_dir.mkdir(exist_ok=True)
+    (dvc_dir / "config").write_text(
+        "[core]\n    no_scm = true\n    analytics = false\n    check_update = false\n"
+        f"    site_cache_dir = {dvc_dir / 'tmp' / 'site'}\n"
+        f"[cache]\n    dir = {cache_dir}\n", encoding="utf-8")
+    return workdir
+
+
+def repro(workdir: Path, target: str, env: dict[str, str] | None = None) -> str:
+    """`dvc repro <target>` in a workspace as a subprocess; the step's own error is raised
+    (`StepUserError` for bad params or data). Returns DVC's output."""
+    with tempfile.TemporaryDirectory(prefix="rnnpipe-trial-") as tmp:
+        error_file = os.path.join(tmp, "error.json")
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", target], cwd=workdir,
+            env={**os.environ, **stage_environment({**(env or {}), ERROR_FILE_ENV: error_file})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+        if proc.returncode != 0:
+            record = read_error_record(error_file)
+            if record is not None:
+                raise record.exception()
+            tail = "\n".join(proc.stdout.splitlines()[-20:])
+            raise StepFailed(f"dvc repro {target} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout

@@ -101,7 +101,7 @@ class KerasBench:
         import keras
         import tensorflow as tf
 
-        from rnnpipe.lstm import build_lstm_stack
+        from rnnpipe.model.lstm import build_lstm_stack
 
         self.cfg = cfg
         opts = dict(json.loads(args.manual_opts) if cell == "manual" else {})

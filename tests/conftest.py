@@ -15,10 +15,16 @@ import atexit
 import os
 import random
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -191,6 +197,73 @@ def en_project(tmp_path: Path, corpora: Corpora) -> Path:
     root = tmp_path / "project"
     corpora.write(root / "corpus" / "news.tsv", corpora.en())
     return _make_project(root, "corpus/news.tsv", "word")
+
+
+def free_port() -> int:
+    """A port nothing listens on now (127.0.0.1)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """End a process started with start_new_session=True and all of its group (uvicorn's)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+@contextmanager
+def _server(cmd: list[str], health: str, log: Path, env: dict[str, str] | None = None,
+            cwd: Path | None = None, timeout: float = 90) -> Iterator[subprocess.Popen]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(c) for c in cmd], cwd=cwd, stdout=out,
+                                   stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                   start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert process.poll() is None, log.read_text(errors="replace")
+            try:
+                with urllib.request.urlopen(health, timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.25)
+        yield process
+    finally:
+        stop_group(process)
+
+
+@pytest.fixture(scope="session")
+def server() -> Callable:
+    """Start a server process and wait until `health` answers 200:
+    `with server(cmd, health_url, log_path, env=None, cwd=None): ...`; its whole process group
+    is stopped afterwards."""
+    return _server
+
+
+@pytest.fixture(scope="session")
+def port() -> Callable[[], int]:
+    """A free port on 127.0.0.1: `port()`."""
+    return free_port
 
 
 @pytest.fixture

@@ -305,7 +305,7 @@ def promote_by_hand(client: RetryingClient, name: str, version: str, reason: str
         client.set_registered_model_alias(name, CHAMPION, version)
         _version_tags(client, name, version, {"promotion": CHAMPION, "promotion_reason": note,
                                               "rnnpipe.promoted_by": who})
-        if previous is not None and previous.version != version:
+        if previous is not None and str(previous.version) != version:
             _version_tags(client, name, previous.version, {
                 "promotion": "replaced", "promotion_reason": f"replaced by v{version} by hand "
                 f"by {who}: {reason}"})
@@ -319,9 +319,12 @@ def registry_rows(client: RetryingClient, names: list[str] | None = None) -> lis
               if not m.name.endswith(LOCK_SUFFIX)] if names is None else names
     rows = []
     for model in sorted(models):
+        # Versions found by search carry no aliases; the registered model maps them.
+        aliases = client.get_registered_model(model).aliases or {}
         for v in client.search_model_versions(f"name = '{model}'"):
             rows.append({"name": model, "version": int(v.version),
-                         "aliases": sorted(v.aliases or []),
+                         "aliases": sorted(a for a, n in aliases.items()
+                                           if str(n) == str(v.version)),
                          "created": v.creation_timestamp, "run_id": v.run_id,
                          "test_accuracy": v.tags.get("test_accuracy"),
                          "test_macro_f1": v.tags.get("test_macro_f1"),

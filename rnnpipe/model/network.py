@@ -42,7 +42,9 @@ def build_model(config: NetworkConfig, embedding_matrix: np.ndarray | None = Non
     `lstm_units` stacked LSTM layers → (the last real step's output, or max/mean over steps:
     `pooling`) → ReLU dense with dropout → softmax. `cell` picks `keras.layers.LSTM` or rnnpipe's
     hand-written cell."""
-    inputs = keras.Input(shape=(config.max_len,), dtype="int32", name="token_ids")
+    # Any length: batches are cut to their longest document (`bucketed_batches`), so a batch of
+    # short texts does not pay for `max_len` steps.
+    inputs = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     embedding = keras.layers.Embedding(config.vocab_size, config.embedding_dim, mask_zero=True,
                                        trainable=embeddings_trainable, name="embedding")
     x = embedding(inputs)
@@ -54,7 +56,7 @@ def build_model(config: NetworkConfig, embedding_matrix: np.ndarray | None = Non
         # Drops whole embedding channels: the strongest guard against memorising rare words.
         x = keras.layers.SpatialDropout1D(config.embedding_dropout, seed=config.seed,
                                           name="embedding_dropout")(x)
-    stack = build_lstm_stack(config.lstm_units, config.cell, timesteps=config.max_len)
+    stack = build_lstm_stack(config.lstm_units, config.cell, timesteps=None)
     if config.pooling != "last":
         # Pool over every step's output instead of taking the last one; both poolings are
         # given the mask, so padding never counts.
@@ -78,6 +80,50 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     if not Path(path).exists():
         raise DataError(f"{path}: no trained model; run the pipeline first (make run)")
     return keras.saving.load_model(path, safe_mode=True, compile=compile)
+
+
+LENGTH_STEP = 8  # batches are cut to a multiple of this many steps (fewer distinct shapes)
+
+
+def lengths_of(x: np.ndarray) -> np.ndarray:
+    """Real tokens per row of right-padded ids (`<PAD>` = 0), at least 1."""
+    nonzero = x != 0
+    last = np.where(nonzero.any(axis=1), x.shape[1] - np.argmax(nonzero[:, ::-1], axis=1), 1)
+    return np.maximum(last, 1)
+
+
+def cut(x: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """`x[rows]` without the padding columns none of them needs (rounded up to LENGTH_STEP)."""
+    longest = int(lengths[rows].max()) if len(rows) else 1
+    width = min(x.shape[1], -(-longest // LENGTH_STEP) * LENGTH_STEP)
+    return x[rows, :width]
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int,
+                     rng: np.random.Generator | None = None, pool: int = 50) -> list[np.ndarray]:
+    """Row indices in batches of similar lengths. With `rng` (training): shuffled, then sorted
+    by length within pools of `pool` batches, and the batches shuffled, so every epoch mixes
+    the data differently; without (inference): sorted by length."""
+    if rng is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    order = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(order), batch_size * pool):
+        chunk = order[start:start + batch_size * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def predict_proba(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Class probabilities for padded ids `x`, predicted in batches of similar lengths, each cut
+    to its longest row (padding is masked, so the answer is the same, only cheaper)."""
+    lengths = lengths_of(x)
+    out = np.zeros((len(x), model.output_shape[-1]), dtype=np.float32)
+    for rows in bucketed_batches(lengths, batch_size):
+        out[rows] = np.asarray(model.predict_on_batch(cut(x, rows, lengths)))
+    return out
 
 
 _SHARED_OBJECT_ID = re.compile(rb'"shared_object_id": (\d+)')

@@ -78,6 +78,7 @@ def evaluate(batch_size: int = 512, model_path: Path = MODEL_FILE, vocab_path: P
              reports: Path = REPORTS_DIR) -> dict:
     """Score the model on the test and validation splits; write every report and plot."""
     from rnnpipe.model.classifier import TextClassifier
+    from rnnpipe.model.network import predict_proba
     from rnnpipe.model.text import encode
 
     classifier = TextClassifier.load(model_path, vocab_path, preprocessing_path)
@@ -88,7 +89,7 @@ def evaluate(batch_size: int = 512, model_path: Path = MODEL_FILE, vocab_path: P
         split_labels, token_lists = read_tokens(tokens_file(split, tokens_dir))
         x = encode(token_lists, classifier.vocab.token_ids, classifier.max_len,
                    classifier.truncate)
-        probs = np.asarray(classifier.model.predict(x, batch_size=batch_size, verbose=0))
+        probs = predict_proba(classifier.model, x, batch_size)
         results[split] = (np.array([ids[y] for y in split_labels]), probs)
     y_test, probs = results["test"]
     y_pred = probs.argmax(axis=1)

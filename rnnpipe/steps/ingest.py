@@ -38,10 +38,11 @@ def ingest(params: IngestParams, data_dir: Path = DATA_DIR,
         if report.empty_texts:
             raise DataError(f"{report.empty_texts[0]}: empty text; {len(report.empty_texts)} "
                             f"such document(s) in all. Fix them or set ingest.on_bad_line: skip")
+    read_docs = docs
     docs, duplicates, conflicting = deduplicate(docs)
     dropped = {"duplicate": duplicates, "conflicting_label": conflicting,
                "bad_line": len(report.bad_lines), "empty_text": len(report.empty_texts)}
-    check_usable(params.source, docs, read_count, dropped)
+    check_usable(params.source, docs, read_count, dropped, read_docs)
     splits = stratified_split(docs, params.val_size, params.test_size, params.seed)
     for name in SPLITS:
         write_split(split_file(name, data_dir), splits[name])
@@ -64,20 +65,25 @@ def ingest(params: IngestParams, data_dir: Path = DATA_DIR,
     return summary
 
 
-def check_usable(source: str, docs: list[Document], read_count: int, dropped: dict) -> None:
-    """Say why a corpus cannot be split, in terms of what was read: nothing kept (and what was
-    dropped for what), or labels that look like texts (swapped columns)."""
+def check_usable(source: str, docs: list[Document], read_count: int, dropped: dict,
+                 read_docs: list[Document] | None = None) -> None:
+    """Say why a corpus cannot be split, in terms of what was read: labels that look like texts
+    (swapped columns), or nothing kept (and what was dropped for what). `read_docs` are the
+    documents before deduplication: with swapped columns every "text" (a real label) comes with
+    many "labels", so deduplication drops them all as conflicting."""
+    read_docs = docs if read_docs is None else read_docs
+    labels = Counter(d.label for d in read_docs)
+    distinct = len({(d.label, d.text) for d in read_docs})
+    if len(labels) > 20 and len(labels) > 0.5 * distinct:
+        # Thousands of labels seen once each: the label column holds the texts.
+        sample = max(labels, key=len)
+        raise DataError(f"ingest.source: {source}: {len(labels)} distinct labels among "
+                        f"{distinct} documents (e.g. {sample[:40]!r}): the label column looks "
+                        f"like text; are the columns swapped? Lines are label<TAB>text")
     if not docs:
         reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items() if n)
         raise DataError(f"ingest.source: {source}: no document kept of {read_count} read "
                         f"({reasons or 'nothing usable'})")
-    labels = Counter(d.label for d in docs)
-    if len(labels) > 20 and len(labels) > 0.5 * len(docs):
-        # Thousands of labels seen once each: the label column holds the texts.
-        sample = max(labels, key=len)
-        raise DataError(f"ingest.source: {source}: {len(labels)} distinct labels among "
-                        f"{len(docs)} documents (e.g. {sample[:40]!r}): the label column looks "
-                        f"like text; are the columns swapped? Lines are label<TAB>text")
 
 
 def describe(summary: dict) -> str:

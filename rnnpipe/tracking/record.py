@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rnnpipe.config import Params, model_name
 from rnnpipe.datafiles import read_split
+from rnnpipe.errors import ErrorRecord, exit_code
 from rnnpipe.io import read_json
 from rnnpipe.model.vocabulary import Vocabulary
 from rnnpipe.paths import (
@@ -124,7 +125,8 @@ def record_evaluation(params: Params, compute_metrics: Callable[[], dict]) -> st
             if params.register.enabled else None
     except BaseException as exc:
         if not attached:
-            run.end("FAILED", f"evaluate: {type(exc).__name__}: {exc}")
+            run.end("FAILED", ErrorRecord("evaluate", exit_code(exc) or 1, type(exc).__name__,
+                                          f"evaluate: {type(exc).__name__}: {exc}"))
         raise
     if not attached:
         run.end("FINISHED")

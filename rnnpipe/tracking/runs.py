@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnpipe.config import Params, dataset_name, flatten
-from rnnpipe.errors import ErrorRecord
+from rnnpipe.errors import ErrorRecord, StepFailed
 from rnnpipe.paths import PROVENANCE
 from rnnpipe.tracking.store import RetryingClient, client, experiment_id
 
@@ -133,8 +133,11 @@ class RunLog:
         """Upload one file to the run's artifacts."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def end(self, status: str = "FINISHED", error: ErrorRecord | str | None = None) -> None:
+    def end(self, status: str = "FINISHED",
+            error: ErrorRecord | StepFailed | str | None = None) -> None:
         """Terminate the run (FINISHED, or FAILED with the error and the step that failed)."""
+        if isinstance(error, StepFailed) and error.step:
+            error = ErrorRecord(error.step, error.exit_code, type(error).__name__, str(error))
         if isinstance(error, ErrorRecord):
             self.set_tags({"error": error.message, "rnnpipe.failed_step": error.step})
         elif error:

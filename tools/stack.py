@@ -115,6 +115,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "dask": ("dask-scheduler", "dask-workers"),
     "s3": ("moto",),
 }
+STOP_STAGES = (("prefect-worker", "dask-workers", "moto"),
+               ("mlflow", "prefect-server", "dask-scheduler"))
 # Seconds each unit may take to become healthy (a slow first start included).
 TIMEOUTS: dict[str, float] = {
     "postgres": 60, "mlflow": 120, "prefect-server": 120, "prefect-worker": 60,
@@ -125,6 +127,8 @@ PORTS: dict[str, tuple[str, ...]] = {
     "postgres": ("port",), "mlflow": ("port",), "prefect-server": ("port",),
     "dask-scheduler": ("port", "dashboard_port"), "moto": ("port",),
 }
+
+IGNORE_FILE = "# created by tools/stack.py\n*\n"
 
 # Loopback URLs must not go through a proxy a shell may have configured.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -337,21 +341,23 @@ class Stack:
                 # Running, even if stack.json was lost: its port is in postmaster.pid.
                 running.add("postgres")
                 records.setdefault("postgres", {})["port"] = self._postgres_port()
+            taken = {record[key] for unit, record in records.items() if unit in running
+                     for key in PORTS.get(unit, ()) if record.get(key)}
             for unit in units:
                 record = records.setdefault(unit, {})
                 record["log"] = str(self.logs / f"{unit}.log")
                 if unit not in running:
                     for key in PORTS.get(unit, ()):
-                        record[key] = self._pick_port(record.get(key))
+                        record[key] = self._pick_port(record.get(key), taken)
             self._fill_urls()
             self._state["credentials"] = self._credentials()
-            self._state["env"] = self.env(units=set(units) | running)
+            self._state["env"] = self._client_env(self._state, set(units) | running)
             self._save()
 
             started = time.monotonic()
             errors = self._run_units(units, running, timeout)
             self._state["up_seconds"] = round(time.monotonic() - started, 1)
-            self._state["env"] = self.env()
+            self._state["env"] = self._client_env(self._state)
             self._save()
             self._write_env_sh()
             if errors:
@@ -363,23 +369,24 @@ class Stack:
 
         Idempotent: stopped services and a missing folder are fine.
         """
-        if not self.dir.exists():
-            return
+        if not (self.state_file.exists() or (self.dir / "postgres" / "data").exists()):
+            return  # never started here (or not a stack folder at all)
         with self._flock():
             self._state = self._read_state()
             records = self._state["services"]
-            for unit in reversed(list(DEPENDS)):
-                if unit == "postgres":
-                    self._stop_postgres()
-                elif unit in records:
-                    self._stop_process(unit, records[unit])
+            # Clients before their servers (a worker stopping talks to its server one last
+            # time), each stage's units together; the database last.
+            for stage in STOP_STAGES:
+                self._stop_processes({u: records[u] for u in stage if u in records})
+            self._sweep()
+            self._stop_postgres()
             self._sweep()
             for record in records.values():
                 record.update(pid=None, start_ticks=None, running=False)
             self._state["env"] = {}
             self._save()
             self.env_file.unlink(missing_ok=True)
-        if purge:
+        if purge and self._is_stack_dir():
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def status(self) -> dict[str, dict[str, Any]]:
@@ -398,14 +405,27 @@ class Stack:
             }
         return report
 
-    def env(self, units: set[str] | None = None) -> dict[str, str]:
-        """The client environment for the running services (or for `units`, from the record)."""
-        if not self._state:
-            self._state = self._read_state()
-        records = self._state["services"]
+    def env(self) -> dict[str, str]:
+        """The client environment for the running services (what env.sh exports)."""
+        return self._client_env(self._read_state())
+
+    def info(self) -> dict[str, Any]:
+        """The stack record (what stack.json holds)."""
+        return self._read_state()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- state files --
+
+    def _client_env(self, state: dict[str, Any], units: set[str] | None = None) -> dict[str, str]:
+        records = state["services"]
         if units is None:
             units = {unit for unit, record in records.items() if record.get("running")}
-        creds = self._state.get("credentials", {})
+        creds = state.get("credentials", {})
         env: dict[str, str] = {}
         if "mlflow" in units and "mlflow" in records:
             env["MLFLOW_TRACKING_URI"] = records["mlflow"]["url"]
@@ -423,25 +443,20 @@ class Stack:
             env["AWS_ENDPOINT_URL_S3"] = records["moto"]["url"]
         return env
 
-    def info(self) -> dict[str, Any]:
-        """The stack record (what stack.json holds)."""
-        return json.loads(json.dumps(self._state or self._read_state()))
-
-    def __enter__(self) -> Stack:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
-
-    # -- state files --
-
     def _prepare_dir(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         ignore = self.dir / ".gitignore"
         if not ignore.exists():
             # Like .pytest_cache: the folder ignores itself wherever it is, so git never
             # offers to commit databases, logs or credentials.
-            ignore.write_text("# created by tools/stack.py\n*\n")
+            ignore.write_text(IGNORE_FILE)
+
+    def _is_stack_dir(self) -> bool:
+        """Whether the folder is one `up` made: `down --purge` deletes nothing else."""
+        try:
+            return (self.dir / ".gitignore").read_text() == IGNORE_FILE
+        except OSError:
+            return False
 
     @contextlib.contextmanager
     def _flock(self) -> Iterator[None]:
@@ -468,7 +483,7 @@ class Stack:
             _write_private(self.state_file, json.dumps(self._state, indent=2) + "\n")
 
     def _write_env_sh(self) -> None:
-        env = self.env()
+        env = self._client_env(self._state)
         lines = ["# rnnpipe team stack: `source` this file (written by tools/stack.py up)"]
         lines += [f"export {key}={shlex.quote(value)}" for key, value in env.items()]
         _write_private(self.env_file, "\n".join(lines) + "\n")
@@ -506,11 +521,16 @@ class Stack:
                    "region": S3_REGION, "bucket": BUCKET},
         }
 
-    def _pick_port(self, previous: int | None) -> int:
+    def _pick_port(self, previous: int | None, taken: set[int]) -> int:
         # Keep last time's port while it is free: URLs in a teammate's shell stay valid.
-        if previous and _port_free(self.host, previous):
-            return previous
-        return _free_port(self.host)
+        if previous and previous not in taken and _port_free(self.host, previous):
+            port = previous
+        else:
+            port = _free_port(self.host)
+            while port in taken:  # the kernel may hand out the same free port twice
+                port = _free_port(self.host)
+        taken.add(port)
+        return port
 
     def _url_host(self) -> str:
         host = self.connect_host
@@ -591,7 +611,16 @@ class Stack:
                 self._stop_process(unit, record)
         started = time.monotonic()
         record.update(reused=False, running=False)
-        getattr(self, "_start_" + unit.replace("-", "_"))(record, started + timeout)
+        try:
+            getattr(self, "_start_" + unit.replace("-", "_"))(record, started + timeout)
+        except BaseException:
+            # Stop what failed (the units that did come up stay): no half-started server
+            # lingers on a port that stack.json calls stopped.
+            if unit == "postgres":
+                self._stop_postgres()
+            else:
+                self._stop_process(unit, record)
+            raise
         record.update(running=True, start_seconds=round(time.monotonic() - started, 1))
         self._save()
 
@@ -949,9 +978,14 @@ class Stack:
                 return True
         return False
 
+    def _clients_env(self, *own: str) -> dict[str, str]:
+        """The stack's client variables for a process that runs user code (flow runs, Dask
+        tasks such as sweep trials), less its own service's (`own`)."""
+        return {k: v for k, v in self._state["env"].items() if k not in own}
+
     def _start_prefect_worker(self, record: dict[str, Any], deadline: float) -> None:
         # Flow runs inherit the worker's environment: give them the stack's clients too.
-        extra = {k: v for k, v in self._state["env"].items() if k != "PREFECT_API_URL"}
+        extra = self._clients_env("PREFECT_API_URL")
         # Poll for scheduled runs every 5 s (default 10): loopback polling is cheap.
         extra["PREFECT_WORKER_QUERY_SECONDS"] = "5"
         argv = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process",
@@ -970,11 +1004,19 @@ class Stack:
                                     "/json/counts.json")
         return int(json.loads(body).get("workers", 0)) if status == 200 else 0
 
+    def _dask_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = self._env("dask", extra)
+        # Task graphs refer to functions by module (flows.sweep's trial task): the scheduler
+        # unpickles them and the workers run them, so both import this checkout's code, also
+        # when the venv's editable install is another checkout's (git worktrees).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT), env.get("PYTHONPATH")]))
+        return env
+
     def _start_dask_scheduler(self, record: dict[str, Any], deadline: float) -> None:
         bind = f"[{self.host}]" if ":" in self.host else self.host
         argv = [str(BIN / "dask"), "scheduler", "--host", self.host, "--port",
                 str(record["port"]), "--dashboard-address", f"{bind}:{record['dashboard_port']}"]
-        proc = self._spawn("dask-scheduler", argv, self.dir / "dask", self._env("dask"), record)
+        proc = self._spawn("dask-scheduler", argv, self.dir / "dask", self._dask_env(), record)
         self._wait("dask-scheduler", lambda: self._healthy("dask-scheduler", record), deadline,
                    proc)
 
@@ -985,7 +1027,9 @@ class Stack:
         argv = [str(BIN / "dask"), "worker", scheduler, "--nworkers", "2", "--nthreads", "1",
                 "--host", self.host, "--no-dashboard",
                 "--local-directory", str(self.dir / "dask" / "worker-space")]
-        proc = self._spawn("dask-workers", argv, self.dir / "dask", self._env("dask"), record)
+        # Tasks inherit the workers' environment: a sweep trial logs to the stack's MLflow.
+        env = self._dask_env(self._clients_env("RNNPIPE_DASK_ADDRESS"))
+        proc = self._spawn("dask-workers", argv, self.dir / "dask", env, record)
         self._wait("dask-workers", lambda: self._dask_workers() >= 2, deadline, proc,
                    what="registered with the scheduler")
 
@@ -1018,26 +1062,41 @@ class Stack:
     # -- stopping --
 
     def _stop_process(self, unit: str, record: dict[str, Any]) -> None:
-        pid, ticks = record.get("pid"), record.get("start_ticks")
-        if not pid:
-            return
-        stat = _proc_stat(pid)
-        if stat is not None and ticks is not None and stat[2] != ticks:
-            return  # the pid now belongs to someone else: what we started is gone
+        self._stop_processes({unit: record})
+
+    def _stop_processes(self, records: dict[str, dict[str, Any]]) -> None:
+        """SIGTERM the units' process groups together, wait, SIGKILL what is left after 15 s."""
+        groups: dict[str, int] = {}
+        for unit, record in records.items():
+            pid, ticks = record.get("pid"), record.get("start_ticks")
+            stat = _proc_stat(pid) if pid else None
+            if not pid or (stat is not None and ticks is not None and stat[2] != ticks):
+                continue  # never started, or the pid is someone else's now: ours is gone
+            groups[unit] = pid
+        started = time.monotonic()
         # A group outlives its leader, and its id is not reused while it has members, so
         # signalling it is safe even when the leader is gone.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        child = self._children.pop(unit, None)
-        if not _wait_gone(lambda: _group_members(pid), 15):
+        for pgid in groups.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            _wait_gone(lambda: _group_members(pid), 5)
-        if child is not None:  # ours: reap it, no zombie left in this process
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(5)
-        with self._log(unit, "stopped"):
-            pass
+                os.killpg(pgid, signal.SIGTERM)
+
+        def members() -> list[int]:
+            return [pid for pgid in groups.values() for pid in _group_members(pgid)]
+
+        killed = not _wait_gone(members, 15)
+        if killed:
+            for pgid in groups.values():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+            _wait_gone(members, 5)
+        took = time.monotonic() - started
+        for unit in groups:
+            child = self._children.pop(unit, None)
+            if child is not None:  # ours: reap it, no zombie left in this process
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.wait(5)
+            with self._log(unit, f"stopped in {took:.1f} s" + (" (SIGKILL)" if killed else "")):
+                pass
 
     def _sweep(self) -> None:
         """End whatever the stack started that left its process group (flow runs)."""
@@ -1114,24 +1173,30 @@ def _print_info(stack: Stack, info: dict[str, Any], verb: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --dir before or after the subcommand; SUPPRESS keeps a subparser from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--dir", default=argparse.SUPPRESS,
+                        help=f"state folder (default: {DEFAULT_DIR})")
     parser = argparse.ArgumentParser(
-        prog="tools/stack.py", description="A local team stack (PostgreSQL, MLflow, Prefect, "
-        "Dask, S3) on 127.0.0.1, all state in one folder.")
-    parser.add_argument("--dir", default=str(DEFAULT_DIR),
-                        help="state folder (default: .stack in the project)")
+        prog="tools/stack.py", parents=[common], description="A local team stack (PostgreSQL, "
+        "MLflow, Prefect, Dask, S3) on 127.0.0.1 (or $HOST), all state in one folder.")
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="start the stack (idempotent) and print how to use it")
+    up = sub.add_parser("up", parents=[common],
+                        help="start the stack (idempotent) and print how to use it")
     up.add_argument("--only", help="comma-separated services: " + ", ".join([*DEPENDS, *GROUPS])
                     + " (dependencies start too)")
     up.add_argument("--timeout", type=float, help="seconds each service may take at most")
     up.add_argument("--json", action="store_true", help="print stack.json instead")
-    down = sub.add_parser("down", help="stop everything the stack started (idempotent)")
+    down = sub.add_parser("down", parents=[common],
+                          help="stop everything the stack started (idempotent)")
     down.add_argument("--purge", action="store_true", help="also delete the state folder")
-    status = sub.add_parser("status", help="show what runs; exit 1 if something is down")
+    status = sub.add_parser("status", parents=[common],
+                            help="show what runs; exit 1 if something is down")
     status.add_argument("--json", action="store_true")
-    sub.add_parser("env", help="print the export lines (eval \"$(tools/stack.py env)\")")
+    sub.add_parser("env", parents=[common],
+                   help="print the export lines (eval \"$(tools/stack.py env)\")")
     args = parser.parse_args(argv)
-    stack = Stack(args.dir)
+    stack = Stack(getattr(args, "dir", None) or DEFAULT_DIR)
     # `tools/stack.py status | head` should end quietly, like any Unix tool.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
 
@@ -1170,6 +1235,10 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as err:
         print(f"stack: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"stack: interrupted; what started is recorded: `{parser.prog} --dir "
+              f"{shlex.quote(str(stack.dir))} down` stops it", file=sys.stderr)
+        return 130
     return 0
 
 

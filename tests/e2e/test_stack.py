@@ -212,7 +212,7 @@ def test_mlflow_needs_credentials_and_tracks_to_postgres(stack: Any, state: Path
     Stack(state).up(["mlflow"])
     assert http_status(search, (user, password)) == 401
     assert http_status(search, (user, "rotated-password-123")) == 200
-    assert Stack(state).env()["MLFLOW_TRACKING_PASSWORD"] == "rotated-password-123"
+    assert stack.env()["MLFLOW_TRACKING_PASSWORD"] == "rotated-password-123"
 
 
 def test_dvc_pushes_to_and_pulls_from_the_s3_endpoint(stack: Any, tmp_path: Path) -> None:
@@ -326,7 +326,15 @@ def test_a_service_that_does_not_come_up_names_itself_and_its_log() -> None:
         assert message.startswith("moto: not healthy in time; see ")
         assert str(path / "logs" / "moto.log") in message and "\n" not in message
         broken.down()
-        broken.down()  # idempotent
         assert stack_mod._marked(str(path)) == []
+        broken.down(purge=True)  # idempotent, and deletes the folder it made
+        assert not path.exists()
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def test_down_purge_deletes_only_a_stack_folder(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("not a stack")
+    Stack(tmp_path).down(purge=True)
+    assert (tmp_path / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

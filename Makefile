@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONHASHSEED := 0
 HOST ?= 127.0.0.1
 
-.PHONY: run test lint ui server serve bench clean
+.PHONY: run test lint ui server serve bench clean stack stack-down stack-status
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,team]'
+	touch $@
+
+$(VENV)/.installed-team: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[team]'
 	touch $@
 
 run: $(VENV)/.installed  ## create .venv, install, run the whole pipeline on the bundled corpus
@@ -52,6 +56,18 @@ serve: $(VENV)/.installed  ## serve the champion model over HTTP on $(HOST):$(SE
 
 server: $(VENV)/.installed  ## Prefect server and UI on 127.0.0.1:4200; then export PREFECT_API_URL=http://127.0.0.1:4200/api
 	$(BIN)/prefect server start --host $(HOST) --port 4200
+
+STACK_DIR ?= $(CURDIR)/.stack
+STACK_ONLY ?=
+
+stack: $(VENV)/.installed-team  ## team stack on $(HOST): PostgreSQL, MLflow (basic auth), Prefect server+pool+worker, Dask, S3 (moto); then `source .stack/env.sh`
+	HOST=$(HOST) $(BIN)/python tools/stack.py up --dir $(STACK_DIR) $(if $(STACK_ONLY),--only $(STACK_ONLY))
+
+stack-down:  ## stop the team stack (its data stays in $(STACK_DIR); `tools/stack.py down --purge` deletes it)
+	$(BIN)/python tools/stack.py down --dir $(STACK_DIR)
+
+stack-status:  ## what of the team stack runs (exit 1 if something is down)
+	$(BIN)/python tools/stack.py status --dir $(STACK_DIR)
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/pipeline.py

@@ -4,23 +4,23 @@ What it does, in a temporary directory (never in your checkout; the MLflow store
 home live in it too):
 
 1. Copies the project's sources (`dvc.yaml`, `params.yaml`, `rnnpipe/`, `flows/`, `corpus/`,
-   `.gitignore`, `.dvcignore`), runs `git init`, `dvc init` and commits.
+   `embeddings/`, `.gitignore`, `.dvcignore`), runs `git init`, `dvc init` and commits.
 2. Creates the Prefect database and the MLflow store, timing that one-time set-up on its own (a
    machine's first run pays it; every later run finds them): `--cold` skips this.
 3. Runs `rnnpipe run` (what `make run` runs: the Prefect flow, each task reproducing its DVC stage,
    each stage a `python -m rnnpipe <step>` process) and times it.
 4. Runs `dvc repro` and `rnnpipe run` again with nothing changed (interleaved, `--repeats` each).
-5. Times segmentation of the corpus's splits with `rnnpipe.text.tokenize_many`, one process vs
+5. Times segmentation of the corpus's splits with `rnnpipe.model.text.tokenize_many`, one process vs
    all cores (interleaved rounds, median).
 
 How each step's own work is measured: the step processes get a `sitecustomize` probe (on
 `PYTHONPATH`, outside the project, so nothing DVC hashes changes) that wraps the step's library
-function (`ingest.ingest`, `vocab.vocabulary`, `train.train`, `evaluate.evaluate`) with a timer
-and records, per process, when the probe loaded, when the work started and ended, and when the
-process exited. Work includes the imports the function itself needs (TensorFlow in train and
-evaluate) and train's per-epoch metric logging; everything else — the CLI and Prefect start-up,
-the Prefect API, DVC's hashing and locking, interpreter start-up, `import mlflow`, opening the
-MLflow run, logging and registering the model — is overhead:
+function (in `rnnpipe.steps`: `ingest.ingest`, `vocab.vocabulary`, `train.train`,
+`evaluate.evaluate`) with a timer and records, per process, when the probe loaded, when the work
+started and ended, and when the process exited. Work includes the imports the function itself needs
+(TensorFlow in train and evaluate) and train's per-epoch metric logging; everything else — the CLI
+and Prefect start-up, the Prefect API, DVC's hashing and locking, interpreter start-up,
+`import mlflow`, opening the MLflow run, logging and registering the model — is overhead:
 `overhead_share = (wall time of rnnpipe run - sum of work) / wall time of rnnpipe run`.
 
 It ends with one line:
@@ -58,12 +58,12 @@ BIN = Path(sys.executable).parent
 STEPS = ("ingest", "vocab", "train", "evaluate")
 TIMINGS = Path(".rnnpipe") / "bench-timings.jsonl"  # under .rnnpipe/: untracked, DVC-ignored
 # What each step's own work is: the library function its main() calls.
-WORK_FUNCTIONS = {"rnnpipe.ingest": ("ingest", "ingest"),
-                  "rnnpipe.vocab": ("vocabulary", "vocab"),
-                  "rnnpipe.train": ("train", "train"),
-                  "rnnpipe.evaluate": ("evaluate", "evaluate")}
-COPIED = ("dvc.yaml", "params.yaml", "rnnpipe", "flows", "corpus", ".gitignore", ".dvcignore",
-          "mlruns/.gitignore")
+WORK_FUNCTIONS = {"rnnpipe.steps.ingest": ("ingest", "ingest"),
+                  "rnnpipe.steps.vocab": ("vocabulary", "vocab"),
+                  "rnnpipe.steps.train": ("train", "train"),
+                  "rnnpipe.steps.evaluate": ("evaluate", "evaluate")}
+COPIED = ("dvc.yaml", "params.yaml", "rnnpipe", "flows", "corpus", "embeddings", ".gitignore",
+          ".dvcignore", "mlruns/.gitignore")
 # Tracking and orchestration settings of the caller must not leak into the scratch project.
 LEAKY_ENV = ("MLFLOW_", "PREFECT_", "RNNPIPE_", "DVC_EXP")
 
@@ -153,7 +153,7 @@ sys.meta_path.insert(0, _Finder())
 '''
 
 QUICK_TRAIN = {"embedding_dim": 8, "lstm_units": [8], "fc_units": 8, "max_len": 12,
-               "batch_size": 32, "epochs": 1, "patience": 1, "learning_rate": 0.01}
+               "batch_size": 32, "max_epochs": 1, "patience": 1, "learning_rate": 0.01}
 QUICK_POSITIVE = ["质量很好", "非常满意", "物超所值", "服务热情", "房间干净", "推荐购买"]
 QUICK_NEGATIVE = ["质量太差", "非常失望", "价格太贵", "服务冷淡", "房间很脏", "不要购买"]
 QUICK_FILLER = ["这次", "酒店", "这本书", "东西", "总的来说", "我觉得", "朋友说", "包装"]
@@ -247,7 +247,8 @@ def make_project(scratch: Path, quick: bool, env: dict[str, str], source_dir: Pa
         elif source.exists():
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, project / name)
-    (project / "corpus").mkdir(exist_ok=True)
+    for folder in ("corpus", "embeddings"):  # dependencies of ingest and train (dvc.yaml)
+        (project / folder).mkdir(exist_ok=True)
     if quick:
         quick_corpus(project / "corpus" / "bench.tsv")
         params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
@@ -271,7 +272,7 @@ def make_project(scratch: Path, quick: bool, env: dict[str, str], source_dir: Pa
 
 # The temporary API server `rnnpipe run` starts (its start-up migrates a new database).
 WARM_PREFECT = """\
-from rnnpipe.cli import TemporaryPrefectApi
+from flows.prefect_api import TemporaryPrefectApi
 server = TemporaryPrefectApi()
 server.wait_until_ready()
 server.stop()
@@ -344,8 +345,9 @@ def segmentation(project: Path, tokenizer: str, repeats: int,
     pays that load once per process either way); rounds alternate which variant goes first.
     """
     sys.path.insert(0, str(project))  # the copy's rnnpipe: the code under test
-    from rnnpipe.ingest import SPLITS, read_split
-    from rnnpipe.text import default_workers, tokenize, tokenize_many
+    from rnnpipe.datafiles import read_split
+    from rnnpipe.model.text import default_workers, tokenize, tokenize_many
+    from rnnpipe.paths import SPLITS
 
     texts = [text for name in SPLITS for text in read_split(project / "data" / f"{name}.tsv")[1]]
     copies = max(1, -(-min_texts // len(texts)))  # tiny corpora: repeat so the pool is used
@@ -398,7 +400,8 @@ def fmt_s(seconds: float) -> str:
 def report(total: float, steps: list[StepTiming], run_started: float, noop_dvc: list[float],
            noop_flow: list[float], seg: dict[str, float], metrics: dict, runs: list[str],
            quick: bool, source: Path, warmed: dict[str, float] | None = None) -> str:
-    """The table and the final line."""
+    """The table and the final line (`metrics`: reports/metrics.json)."""
+    test, baseline = metrics["test"], metrics["baseline"]
     work = sum(s.work for s in steps)
     overhead = total - work
     what = "quick: tiny synthetic corpus" if quick else "bundled corpus, params.yaml defaults"
@@ -434,9 +437,9 @@ def report(total: float, steps: list[StepTiming], run_started: float, noop_dvc: 
                      f"({train.extra['train_examples']} examples, "
                      f"{train.extra['epochs_run']} epochs, median epoch incl. validation)")
     lines += [
-        f"test accuracy: LSTM {metrics['accuracy']:.4f} (macro-F1 {metrics['macro_f1']:.4f}) vs "
-        f"TF-IDF + logistic regression baseline {metrics['baseline']['accuracy']:.4f} "
-        f"(macro-F1 {metrics['baseline']['macro_f1']:.4f})",
+        f"test accuracy: LSTM {test['accuracy']:.4f} (macro-F1 {test['macro_f1']:.4f}) vs "
+        f"TF-IDF + logistic regression baseline {baseline['test_accuracy']:.4f} "
+        f"(macro-F1 {baseline['test_macro_f1']:.4f})",
         f"MLflow runs in the store: {len(runs)} ({', '.join(runs)})", "",
         "## re-run with nothing changed (median, all rounds)", "",
         "| command | median | rounds |", "|---|---|---|",
@@ -453,7 +456,7 @@ def report(total: float, steps: list[StepTiming], run_started: float, noop_dvc: 
         f"| speedup | {seg['speedup']:.2f}x | |", "",
         f"overhead_share={overhead / total:.3f} noop_dvc_s={statistics.median(noop_dvc):.2f} "
         f"noop_flow_s={statistics.median(noop_flow):.2f} seg_speedup={seg['speedup']:.2f} "
-        f"lstm_acc={metrics['accuracy']:.4f} baseline_acc={metrics['baseline']['accuracy']:.4f}"]
+        f"lstm_acc={test['accuracy']:.4f} baseline_acc={baseline['test_accuracy']:.4f}"]
     return "\n".join(lines)
 
 

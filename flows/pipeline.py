@@ -62,11 +62,12 @@ def flow_run_tags() -> dict[str, str]:
 
 @flow(name="rnnpipe-pipeline", log_prints=True)
 def pipeline(overrides: dict[str, Any] | None = None, force: bool = False, root: str = ".",
-             refresh: bool = False) -> dict:
+             refresh: bool = False, push: bool = False) -> dict:
     """ingest → vocab → train → evaluate. `overrides` are dotted keys (`{"train.max_epochs": 2}`)
     written to `params.yaml` first; `force` re-runs every stage; `refresh` re-runs ingest (fresh
     data behind an unchanged `ingest.source`), after which DVC re-runs only the stages whose
-    inputs changed. Returns what ran and the MLflow run id."""
+    inputs changed; `push` sends the outputs to the DVC remote afterwards (a deployment's worker
+    keeps nothing). Returns what ran and the MLflow run id."""
     from rnnpipe.tracking.runs import RunLog, create_run
     from rnnpipe.tracking.store import client
 
@@ -93,7 +94,8 @@ def pipeline(overrides: dict[str, Any] | None = None, force: bool = False, root:
             print(f"{stage}: {'ran' if did else 'up to date, skipped'}")
     except BaseException as exc:
         if isinstance(exc, Exception):
-            run.end("FAILED", str(exc) if isinstance(exc, StepFailed)
+            # A step's failure names the step (`rnnpipe.failed_step`) beside its error.
+            run.end("FAILED", exc if isinstance(exc, StepFailed)
                     else f"{type(exc).__name__}: {exc}")
         else:  # interrupted
             run.end("KILLED", f"interrupted ({type(exc).__name__})")
@@ -102,11 +104,24 @@ def pipeline(overrides: dict[str, Any] | None = None, force: bool = False, root:
         raise
     if (project / DVC_LOCK).exists():
         run.log_artifact(project / DVC_LOCK)
+    run.log_artifact(project / PARAMS_FILE)
+    if push:
+        push_outputs(project, run)
     if "evaluate" not in ran:
         run.set_tags({"rnnpipe.note": f"{', '.join(ran) or 'nothing'} ran; evaluate was up to "
                       f"date (the model did not change), so no model was logged"})
     run.end("FINISHED")
     return {"ran": ran, "run_id": run.run_id}
+
+
+def push_outputs(project: Path, run: Any) -> None:
+    """`dvc push`: the run's data and model to the project's default DVC remote."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        pushed = repo.push()
+    run.set_tags({"rnnpipe.dvc_pushed": pushed})
+    print(f"dvc push: {pushed} file(s) sent to the DVC remote")
 
 
 def run_pipeline(overrides: dict[str, Any] | None = None, force: bool = False, root: str = ".",

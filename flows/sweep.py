@@ -34,7 +34,14 @@ from prefect.states import Failed
 
 from flows.pipeline import flow_run_tags, in_project
 from flows.stages import retry_unless_user_error
-from flows.trials import make_workspace, project_cache, repro, stage_outputs
+from flows.trials import (
+    make_workspace,
+    project_cache,
+    repro,
+    restore_outputs,
+    stage_outputs,
+    uncached_outputs,
+)
 from rnnpipe.config import (
     Params,
     SweepParams,
@@ -44,7 +51,7 @@ from rnnpipe.config import (
     write_overrides,
 )
 from rnnpipe.console import table
-from rnnpipe.errors import RnnpipeError, StepFailed
+from rnnpipe.errors import ParamsError, RnnpipeError, StepFailed
 from rnnpipe.io import read_json
 from rnnpipe.paths import DVC_LOCK, METRICS_FILE, PARAMS_FILE
 
@@ -65,8 +72,13 @@ def plan_trials(spec: SweepParams) -> list[dict[str, Any]]:
 
 
 def trial_params(base: dict[str, Any], overrides: dict[str, Any]) -> Params:
-    """A trial's params, or `ParamsError` naming the key if one of its values is invalid."""
-    return params_from_dict(apply_overrides(base, overrides))
+    """A trial's params, or `ParamsError` naming the trial and the key if one of its values is
+    invalid."""
+    try:
+        return params_from_dict(apply_overrides(base, overrides))
+    except ParamsError as exc:
+        raise ParamsError(f"sweep.grid: the trial {describe(overrides)} is invalid: "
+                          f"{exc}") from None
 
 
 def describe(overrides: dict[str, Any]) -> str:
@@ -79,14 +91,16 @@ def describe(overrides: dict[str, Any]) -> str:
 def run_trial(number: int, overrides: dict[str, Any], run_id: str, base: str, cache_dir: str,
               env: dict[str, str]) -> dict[str, Any]:
     """One trial in its own copy of the base workspace: its params written, `dvc repro
-    evaluate`; returns its metrics and its `dvc.lock` (what `--apply-best` checks out)."""
+    evaluate`; returns its metrics, its `dvc.lock` and its outputs DVC does not cache (what
+    `--apply-best` checks out and writes)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"rnnpipe-trial-{number}-"))
     try:
         make_workspace(Path(base), workdir, cache_dir)
         write_overrides(workdir / PARAMS_FILE, {**overrides, "register.enabled": False})
         repro(workdir, TRIAL_TARGET, {**env, "MLFLOW_RUN_ID": run_id})
         return {"metrics": read_json(workdir / METRICS_FILE),
-                "dvc_lock": (workdir / DVC_LOCK).read_text(encoding="utf-8")}
+                "dvc_lock": (workdir / DVC_LOCK).read_text(encoding="utf-8"),
+                "uncached": uncached_outputs(workdir)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -194,7 +208,7 @@ def sweep_flow(overrides: dict[str, Any] | None = None, root: str = ".",
             else:
                 error = future.state.result(raise_on_failure=False)
                 row.update(status="FAILED", metrics=None, error=str(error))
-                trial_run.end("FAILED", str(error))
+                trial_run.end("FAILED", error if isinstance(error, StepFailed) else str(error))
         rows.sort(key=ranking_key(spec.metric))
         text = format_trials(rows, list(spec.grid), spec.metric)
         print(text)
@@ -208,7 +222,8 @@ def sweep_flow(overrides: dict[str, Any] | None = None, root: str = ".",
         if params.register.enabled:
             print(register_best(store, base, per_trial[best["trial"] - 1], best, parent))
         if apply_best:
-            apply(project, {**(overrides or {}), **best["overrides"]}, best["dvc_lock"])
+            apply(project, {**(overrides or {}), **best["overrides"]}, best["dvc_lock"],
+                  best["uncached"])
         else:
             print(f"sweep: to apply the best trial: rnnpipe run -S "
                   f"{' -S '.join(f'{k}={json.dumps(v)}' for k, v in best['overrides'].items())}"
@@ -225,7 +240,8 @@ def sweep_flow(overrides: dict[str, Any] | None = None, root: str = ".",
         shutil.rmtree(scratch, ignore_errors=True)
     parent.end("FINISHED")
     return {"parent_run_id": parent.run_id,
-            "trials": [{k: v for k, v in r.items() if k != "dvc_lock"} for r in rows]}
+            "trials": [{k: v for k, v in r.items() if k not in ("dvc_lock", "uncached")}
+                       for r in rows]}
 
 
 def report_best(parent: Any, best: dict[str, Any], metric: str, finished: int,
@@ -266,9 +282,11 @@ def register_best(store: Any, base: Path, params: Params, best: dict[str, Any],
         f"{decision.reason}"
 
 
-def apply(project: Path, overrides: dict[str, Any], dvc_lock: str) -> None:
-    """Make the best trial the project's state: its params in `params.yaml`, its `dvc.lock`, and
-    its outputs checked out from the cache (no retraining; `dvc status` is clean)."""
+def apply(project: Path, overrides: dict[str, Any], dvc_lock: str,
+          uncached: dict[str, dict[str, bytes]]) -> None:
+    """Make the best trial the project's state: its params in `params.yaml`, its `dvc.lock`, its
+    outputs checked out from the cache and its reports (outputs DVC does not cache) written (no
+    retraining; `dvc status` is clean)."""
     from dvc.repo import Repo
 
     from rnnpipe.io import atomic_open
@@ -278,6 +296,7 @@ def apply(project: Path, overrides: dict[str, Any], dvc_lock: str) -> None:
         fh.write(dvc_lock)
     with Repo(str(project)) as repo:
         repo.checkout(force=True)
+    restore_outputs(project, uncached)
     print(f"sweep: applied the best trial to {project}: params.yaml ({describe(overrides)}), "
           f"dvc.lock and its outputs")
 
@@ -299,18 +318,19 @@ def task_runner(workers: int, address: str | None = None) -> Any:
 def sweep(address: str | None = None, overrides: dict[str, Any] | None = None,
           root: str = ".", apply_best: bool = False) -> dict[str, Any]:
     """`rnnpipe sweep`: the flow on a local Dask cluster with `sweep.workers` processes, or on
-    the existing cluster at `address` (`tcp://host:port`)."""
-    from flows.prefect_api import TemporaryPrefectApi
-
-    params = params_from_dict(apply_overrides(read_params_file(Path(root) / PARAMS_FILE),
-                                              overrides or {}))
+    the existing cluster at `address` (`tcp://host:port`). Prefect reads its settings when it is
+    imported, so `rnnpipe sweep` starts the temporary API (`TemporaryPrefectApi`) before it
+    imports this module."""
+    base = apply_overrides(read_params_file(Path(root) / PARAMS_FILE), overrides or {})
+    params = params_from_dict(base)
+    for plan in plan_trials(params.sweep):  # a bad trial value: one line, before Prefect and Dask
+        trial_params(base, plan)
     # Dask logs every worker start and stop at INFO, with tracebacks for sockets closed on
     # shutdown; the trials' own progress is what matters here.
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    with TemporaryPrefectApi.unless_configured():
-        runner = task_runner(params.sweep.workers, address)
-        state = sweep_flow.with_options(task_runner=runner)(
-            overrides=overrides or None, root=root, apply_best=apply_best, return_state=True)
+    runner = task_runner(params.sweep.workers, address)
+    state = sweep_flow.with_options(task_runner=runner)(
+        overrides=overrides or None, root=root, apply_best=apply_best, return_state=True)
     result = state.result(raise_on_failure=False)
     if state.is_failed():
         raise result if isinstance(result, BaseException) else StepFailed(

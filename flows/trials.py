@@ -81,6 +81,39 @@ def make_workspace(source: Path, workdir: Path, cache_dir: str,
     return workdir
 
 
+def uncached_outputs(workdir: Path) -> dict[str, dict[str, bytes]]:
+    """The stage outputs DVC does not cache (`cache: false`: the reports, kept in git), which
+    `dvc checkout` cannot restore in another checkout: `{output: {file: bytes}}`, paths relative
+    to `workdir`."""
+    from dvc.repo import Repo
+
+    found: dict[str, dict[str, bytes]] = {}
+    with Repo(str(workdir)) as repo:
+        for stage in repo.index.stages:
+            for out in stage.outs:
+                path = Path(out.fs_path)
+                if out.use_cache or not path.exists():
+                    continue
+                files = sorted(p for p in path.rglob("*") if p.is_file()) \
+                    if path.is_dir() else [path]
+                found[path.relative_to(workdir).as_posix()] = {
+                    f.relative_to(workdir).as_posix(): f.read_bytes() for f in files}
+    return found
+
+
+def restore_outputs(project: Path, outputs: dict[str, dict[str, bytes]]) -> None:
+    """Write what `uncached_outputs` returned into `project`, replacing those outputs."""
+    from rnnpipe.io import atomic_path
+
+    for out, files in outputs.items():
+        target = project / out
+        if target.is_dir():
+            shutil.rmtree(target)
+        for rel, data in files.items():
+            with atomic_path(project / rel) as tmp:
+                tmp.write_bytes(data)
+
+
 def repro(workdir: Path, target: str, env: dict[str, str] | None = None) -> str:
     """`dvc repro <target>` in a workspace as a subprocess; the step's own error is raised
     (`StepUserError` for bad params or data). Returns DVC's output."""

@@ -146,45 +146,22 @@ def _models(args: argparse.Namespace) -> None:
 
 
 def _ui(args: argparse.Namespace) -> None:
-    import subprocess
-    import time
-    import urllib.request
+    from rnnpipe.tracking.ui import serve_ui
 
-    from rnnpipe.tracking.store import client, experiment_id, experiment_url, sqlite_file
+    serve_ui(_params(args), args.host, args.port)
 
-    params = _params(args)
-    store = client(params, create=False)
-    experiment = experiment_id(store, params)
-    if sqlite_file(store.tracking_uri) is None:  # a tracking server has its own UI
-        print(f"MLflow UI: {experiment_url(store.tracking_uri, experiment)}")
-        return
-    from rnnpipe.tracking.store import store_root
 
-    base = f"http://{args.host}:{args.port}"
-    command = [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
-               store.tracking_uri, "--default-artifact-root",
-               str(store_root() / params.mlflow.artifact_root), "--host", args.host,
-               "--port", str(args.port), "--workers", "1"]
-    # MLflow 3 starts ~2 GB of job-execution workers with its server unless told not to; the UI
-    # submits no jobs.
-    server = subprocess.Popen(command, env={**os.environ,
-                                            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    try:
-        for _ in range(240):
-            if server.poll() is not None:
-                raise OSError(f"mlflow ui exited with status {server.returncode} (is port "
-                              f"{args.port} in use? --port picks another)")
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        print(f"MLflow UI (Ctrl-C to stop): {experiment_url(base, experiment)}", flush=True)
-        server.wait()
-    finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait()
+def _restore(args: argparse.Namespace) -> None:
+    from rnnpipe.config import params_from_dict
+    from rnnpipe.restore import restore
+    from rnnpipe.tracking.store import client
+
+    params = _params(args) if Path("params.yaml").exists() else params_from_dict({})
+    destination = Path(args.directory or f"rnnpipe-run-{args.run_id[:8]}")
+    checked = restore(client(params, create=False), args.run_id, destination, args.origin,
+                      args.remote)
+    print(f"restore: run {args.run_id} rebuilt in {destination}; "
+          f"{len(checked)} DVC hashes match the run's ({', '.join(checked)})")
 
 
 def format_models(rows: list[dict]) -> str:
@@ -285,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="afterwards, write the best trial's params to params.yaml and check "
                        "out its outputs (dvc status clean)")
     sweep.set_defaults(func=_sweep)
+
+    restore = sub.add_parser("restore", parents=[common], help="rebuild an MLflow run's "
+                             "workspace from git and the DVC remote",
+                             description="Clone the run's repository at its commit, put its "
+                             "params.yaml and dvc.lock in place, dvc pull, and check every "
+                             "DVC hash against the run's.")
+    restore.add_argument("run_id", metavar="RUN_ID")
+    restore.add_argument("directory", nargs="?", help="a new folder (default: rnnpipe-run-<id>)")
+    restore.add_argument("--origin", help="the git repository (default: the run's "
+                         "mlflow.source.git.repoURL)")
+    restore.add_argument("--remote", help="the DVC remote to pull from (default: the default)")
+    restore.set_defaults(func=_restore)
 
     ui = sub.add_parser("ui", parents=[common], help="the MLflow UI on the experiment's runs "
                         "table", description="Start the MLflow UI on this project's store "

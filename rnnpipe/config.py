@@ -286,6 +286,24 @@ def _valid_cron(expression: str) -> bool:
     return croniter.is_valid(expression)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as DVC and YAML 1.2 read numbers: PyYAML (YAML 1.1) reads `1e-3` as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text the way `params.yaml` and `-S` values are read."""
+    loader = _Loader(text)  # what yaml.safe_load does, with the resolver above
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
     if not ok:
         raise ParamsError(f"{key}: {message}, got {value!r}")
@@ -378,7 +396,7 @@ def read_params_file(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     except OSError as exc:  # a folder called params.yaml, no permission
         raise ParamsError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         # One line with file:line:column, not PyYAML's multi-line snippet with a caret.
         mark = getattr(exc, "problem_mark", None)
@@ -421,7 +439,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ParamsError(f"{item}: overrides look like section.key=value")
         # Command-line values are YAML, as with `dvc exp run -S`: 2 is an int, [64] a list.
         try:
-            overrides[key.strip()] = yaml.safe_load(value) if value.strip() else value
+            overrides[key.strip()] = parse_yaml(value) if value.strip() else value
         except yaml.YAMLError:
             raise ParamsError(f"{key}: the value {value!r} is not valid YAML") from None
     return overrides

@@ -48,6 +48,12 @@ def _import_tensorflow_quietly() -> None:
 
 _import_tensorflow_quietly()
 
+import tensorflow as tf  # noqa: E402
+
+# "N out of the last N calls to ... triggered tf.function retracing": batches cut to their
+# longest document come in a few widths, each traced once, by design.
+tf.get_logger().setLevel("ERROR")
+
 import keras  # noqa: E402  (after TensorFlow, which it loads as its backend)
 from keras import ops  # noqa: E402
 

@@ -54,8 +54,14 @@ class TextClassifier:
         if preprocessing_path is not None and Path(preprocessing_path).exists():
             with open(preprocessing_path, encoding="utf-8") as fh:
                 preprocessing = json.load(fh)
-        return cls(load_model(model_path), Vocabulary.load(vocab_path),
-                   preprocessing.get("max_len"), preprocessing.get("truncate", "head"))
+        model = load_model(model_path)
+        if preprocessing.get("max_len") is None and model.input_shape[1] is None:
+            where = preprocessing_path or Path(model_path).with_name("preprocessing.json")
+            raise DataError(f"{where}: missing or without max_len; a model that takes any length "
+                            f"needs it to know how long texts are cut (train writes it beside "
+                            f"the model)")
+        return cls(model, Vocabulary.load(vocab_path), preprocessing.get("max_len"),
+                   preprocessing.get("truncate", "head"))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids `[n, max_len]` for raw texts."""

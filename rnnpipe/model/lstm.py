@@ -367,6 +367,32 @@ class MaskedGlobalMaxPooling1D(keras.layers.Layer):
         return (input_shape[0], input_shape[2])
 
 
+@keras.saving.register_keras_serializable(package="rnnpipe")
+class MaskedGlobalAveragePooling1D(keras.layers.Layer):
+    """Mean over each sequence's real steps: ``[B, T, H]`` with its mask → ``[B, H]``.
+
+    ``keras.layers.GlobalAveragePooling1D`` divides by the number of real steps, so a sequence
+    with none (an empty text, all ``<PAD>``) gives 0/0 = NaN, and one such document in a batch
+    turns every weight into NaN while training. Here it pools to zeros, as max pooling does.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs: Any, mask: Any = None) -> Any:
+        if mask is None:
+            return ops.mean(inputs, axis=1)
+        real = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)
+        return ops.sum(inputs * real, axis=1) / ops.maximum(ops.sum(real, axis=1), 1.0)
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> None:
+        return None
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], input_shape[2])
+
+
 def build_lstm_stack(units: Sequence[int], cell: str, **opts: Any) -> list[keras.layers.Layer]:
     """The stacked recurrent layers of an ``lstm_units`` list, for ``cell`` ``keras`` or ``manual``.
 

@@ -16,7 +16,11 @@ import numpy as np
 
 from rnnpipe.errors import DataError
 from rnnpipe.model.backend import keras
-from rnnpipe.model.lstm import MaskedGlobalMaxPooling1D, build_lstm_stack
+from rnnpipe.model.lstm import (
+    MaskedGlobalAveragePooling1D,
+    MaskedGlobalMaxPooling1D,
+    build_lstm_stack,
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def build_model(config: NetworkConfig, embedding_matrix: np.ndarray | None = Non
     if config.pooling == "max":
         x = MaskedGlobalMaxPooling1D(name="max_pool")(x)
     elif config.pooling == "mean":
-        x = keras.layers.GlobalAveragePooling1D(name="mean_pool")(x)
+        x = MaskedGlobalAveragePooling1D(name="mean_pool")(x)
     x = keras.layers.Dense(config.fc_units, activation="relu", name="fc")(x)
     x = keras.layers.Dropout(config.dropout, seed=config.seed, name="dropout")(x)
     outputs = keras.layers.Dense(config.num_classes, activation="softmax",

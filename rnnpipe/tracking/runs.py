@@ -50,7 +50,28 @@ def git_tags(cwd: Path | None = None) -> dict[str, str]:
     branch = headers.get("branch.head")
     if branch and branch != "(detached)":
         tags["mlflow.source.git.branch"] = branch
+    origin = git_origin(cwd)
+    if origin:
+        tags["mlflow.source.git.repoURL"] = origin
     return tags
+
+
+def git_origin(cwd: Path | None = None) -> str | None:
+    """The URL of the `origin` remote without any credentials in it (`rnnpipe restore` clones
+    it), or None."""
+    import urllib.parse
+
+    try:
+        url = subprocess.run(["git", "remote", "get-url", "origin"], cwd=cwd, capture_output=True,
+                             text=True, timeout=20, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme and (parts.username or parts.password):  # https://user:token@host/...
+        host = parts.hostname or ""
+        url = urllib.parse.urlunsplit(parts._replace(netloc=host + (f":{parts.port}"
+                                                                     if parts.port else "")))
+    return url or None
 
 
 def run_tags(entry: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from rnnpipe.model.lstm import (
     KERAS_GATES,
     UNROLL_MAX_STEPS,
     ManualLSTM,
+    MaskedGlobalAveragePooling1D,
     MaskedGlobalMaxPooling1D,
     build_lstm_stack,
     copy_lstm_weights,
@@ -313,6 +314,33 @@ def test_masked_max_pooling_keeps_keras_quiet_and_saves(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Keras warns when a layer drops a mask
         expected = model.predict(x, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)
+
+
+def test_masked_average_pooling_ignores_masked_steps_and_empty_rows(tmp_path):
+    values = np.array([[[1.0, -5.0], [3.0, -2.0], [99.0, 99.0]],   # last step masked
+                       [[-4.0, -6.0], [-3.0, -7.0], [-1.0, -1.0]],  # nothing masked
+                       [[50.0, 50.0], [50.0, 50.0], [50.0, 50.0]]],  # everything masked
+                      dtype="float32")
+    mask = np.array([[True, True, False], [True, True, True], [False, False, False]])
+    pool = MaskedGlobalAveragePooling1D()
+    np.testing.assert_allclose(ops.convert_to_numpy(pool(values, mask=mask)),
+                               [[2.0, -3.5], [-8 / 3, -14 / 3], [0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(ops.convert_to_numpy(pool(values)), values.mean(axis=1),
+                               rtol=1e-6)
+    assert pool.compute_mask(values, mask) is None
+    model = keras.Sequential([
+        keras.Input((6,), dtype="int32"),
+        keras.layers.Embedding(20, 4, mask_zero=True),
+        keras.layers.LSTM(3, return_sequences=True),
+        MaskedGlobalAveragePooling1D(),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    x = np.array([[3, 4, 5, 0, 0, 0], [0, 0, 0, 0, 0, 0]], dtype="int32")
+    expected = model.predict(x, verbose=0)
+    assert np.isfinite(expected).all()
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, atol=1e-6)

@@ -14,6 +14,7 @@ in the registry itself, so it holds for a SQLite store and a tracking server ali
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -259,7 +260,10 @@ def gate(client: RetryingClient, run: RunLog, name: str, model_uri: str, metric:
                     f"refused: {name}'s champion v{current.version} predicts {sorted(theirs)}, "
                     f"this model predicts {sorted(labels)}: another task; use "
                     f"register.model_name: auto (a lineage per dataset) or another name"))
-        version = str(mlflow.register_model(model_uri, name).version)
+        # register_model prints "Successfully registered ..." straight to stderr; the gate's
+        # decision is reported in one line instead.
+        with contextlib.redirect_stderr(io.StringIO()):
+            version = str(mlflow.register_model(model_uri, name).version)
         client.set_registered_model_alias(name, CANDIDATE, version)
         ours = candidate[metric]
         shown = f"test {metric} on data md5 {data_md5[:8]} ({len(test[0])} documents)"

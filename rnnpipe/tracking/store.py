@@ -130,9 +130,14 @@ def client(params: Params, create: bool = True) -> RetryingClient:
     With `create=False` a SQLite store that does not exist yet is an error instead of being
     created (`rnnpipe predict` must never make an empty store by accident).
     """
+    import logging
+
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    # MLflow narrates at INFO ("Creating initial MLflow database tables", "Validating input
+    # example", "Successfully registered model"); rnnpipe prints what happened in one line.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     uri = tracking_uri(params)
     database = sqlite_file(uri)
     if database is not None and not database.exists():

@@ -65,7 +65,7 @@ def champion_uri(params: Params | None, project: Path | None) -> str:
     from rnnpipe.tracking.registry import LOCK_SUFFIX, champion
     from rnnpipe.tracking.store import client
 
-    store = client(params, create=False) if params is not None else _env_client()
+    store = client(params, create=False, root=project) if params is not None else _env_client()
     if params is not None:
         name = model_name(params)
     else:
@@ -95,10 +95,8 @@ def _env_client():
     database = sqlite_file(uri)
     if database is not None and not database.exists():
         raise RnnpipeError(f"{database}: no MLflow store there (MLFLOW_TRACKING_URI)")
-    import mlflow
     from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(uri)
     return RetryingClient(MlflowClient(uri), uri)
 
 
@@ -116,16 +114,19 @@ def load_predictor(model_uri: str | None = None, project: Path | None = None,
                          f"{root / MODEL_FILE} (workspace)")
     source = model_uri or champion_uri(params, project)
     uri = source.split(" ")[0]
-    if params is not None:
-        from rnnpipe.tracking.store import client
-
-        client(params, create=False)  # models:/ and runs:/ resolve in the project's store
-    elif model_uri is not None:
-        _env_client()
     import mlflow
 
+    from rnnpipe.tracking.store import client, fluent
+
+    if params is not None:  # models:/ and runs:/ resolve in the project's store
+        store = client(params, create=False, root=project)
+    elif uri.startswith(("models:/", "runs:/")) or os.environ.get("MLFLOW_TRACKING_URI"):
+        store = _env_client()  # never MLflow's default store, which it would create here
+    else:
+        store = None  # a path or file: URI needs no store
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        with fluent(store) if store is not None else contextlib.nullcontext():
+            model = mlflow.pyfunc.load_model(uri)
     except Exception as exc:  # MLflow raises many types; the user needs the URI and the reason
         raise RnnpipeError(f"{uri}: cannot load the model: {exc}") from None
     return Predictor(model.unwrap_python_model().classifier, source)

@@ -31,7 +31,7 @@ import numpy as np
 from rnnpipe.errors import RnnpipeError
 from rnnpipe.metrics import scores
 from rnnpipe.tracking.runs import RunLog
-from rnnpipe.tracking.store import RetryingClient
+from rnnpipe.tracking.store import RetryingClient, fluent
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -108,7 +108,7 @@ def log_model(run: RunLog, labels: list[str], texts_example: list[str],
     # warns; naming the source type builds the same source without the guess.
     source = get_dataset_source_from_json(json.dumps({"uri": "data/train.tsv"}), "local")
     with tempfile.TemporaryDirectory(prefix="rnnpipe-model-code-") as tmp, \
-            mlflow.start_run(run_id=run.run_id):
+            fluent(run.client), mlflow.start_run(run_id=run.run_id):
         dataset = mlflow.data.from_pandas(train_frame, source=source, name="train",
                                           targets="label", digest=train_digest)
         mlflow.log_input(dataset, context="training")
@@ -254,7 +254,8 @@ def gate(client: RetryingClient, run: RunLog, name: str, model_uri: str, metric:
     with gate_lock(client, name):
         current = champion(client, name)
         if current is not None:
-            theirs = version_labels(current)
+            with fluent(client):
+                theirs = version_labels(current)
             if sorted(theirs) != sorted(labels):
                 return Decision(name, None, False, (
                     f"refused: {name}'s champion v{current.version} predicts {sorted(theirs)}, "
@@ -262,7 +263,7 @@ def gate(client: RetryingClient, run: RunLog, name: str, model_uri: str, metric:
                     f"register.model_name: auto (a lineage per dataset) or another name"))
         # register_model prints "Successfully registered ..." straight to stderr; the gate's
         # decision is reported in one line instead.
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()), fluent(client):
             version = str(mlflow.register_model(model_uri, name).version)
         client.set_registered_model_alias(name, CANDIDATE, version)
         ours = candidate[metric]
@@ -271,7 +272,9 @@ def gate(client: RetryingClient, run: RunLog, name: str, model_uri: str, metric:
             promoted, theirs_score = True, None
             reason = f"first model: {shown} {ours:.4f}"
         else:
-            theirs_score = score_version(name, current.version, test[0], test[1], labels)[metric]
+            with fluent(client):
+                theirs_score = score_version(name, current.version, test[0], test[1],
+                                             labels)[metric]
             needed = theirs_score + min_improvement
             promoted = ours >= needed
             margin = f" + min_improvement {min_improvement:g}" if min_improvement else ""

@@ -124,34 +124,58 @@ class RetryingClient:
         return call
 
 
-def client(params: Params, create: bool = True) -> RetryingClient:
-    """A retrying client for the configured store; also points MLflow's fluent API at it.
+def client(params: Params, create: bool = True, root: Path | None = None) -> RetryingClient:
+    """A retrying client for the configured store (MLflow's fluent API stays untouched: see
+    `fluent`).
 
     With `create=False` a SQLite store that does not exist yet is an error instead of being
-    created (`rnnpipe predict` must never make an empty store by accident).
+    created (`rnnpipe predict` must never make an empty store by accident). `root` is the
+    project a relative SQLite path belongs to (default: the working directory's).
     """
     import logging
 
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     # MLflow narrates at INFO ("Creating initial MLflow database tables", "Validating input
     # example", "Successfully registered model"); rnnpipe prints what happened in one line.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    uri = tracking_uri(params)
+    uri = tracking_uri(params, root)
     database = sqlite_file(uri)
     if database is not None and not database.exists():
         if not create:
             raise RnnpipeError(f"{database}: no MLflow store here yet; run the pipeline first "
                                f"(make run) or set MLFLOW_TRACKING_URI")
         database.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     with _sqlite_init_lock(database):
         # MLflow creates and migrates a new SQLite store's tables when a client first opens it,
         # without a lock: two pipelines starting at once on one new store then fail ("table
         # already exists"). Opening it under a file lock lets one do it.
         return RetryingClient(MlflowClient(uri), uri)
+
+
+@contextlib.contextmanager
+def fluent(store: RetryingClient) -> Iterator[None]:
+    """Point MLflow's fluent API (`log_model`, `register_model`, `pyfunc.load_model` of a
+    `models:/` URI) at `store` for a block, then put it back.
+
+    `mlflow.set_tracking_uri` also exports `MLFLOW_TRACKING_URI` to every process started later;
+    set for good, a store would leak into the next project this process works on.
+    """
+    import mlflow
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(store.tracking_uri)
+    mlflow.set_registry_uri(store.tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextlib.contextmanager

@@ -73,4 +73,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/pipeline.py
 
 clean:  ## remove pipeline outputs (not the MLflow store or the DVC cache)
-	rm -rf data/train.tsv data/val.tsv data/test.tsv data/tokens data/vocab.json models reports .rnnpipe
+	rm -rf data/train.tsv data/val.tsv data/test.tsv data/ids data/tokens data/vocab.json models reports .rnnpipe

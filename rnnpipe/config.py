@@ -49,9 +49,15 @@ class IngestParams:
     val_size: float = 0.1
     test_size: float = 0.1
     seed: int = 42
+    max_archive_bytes: int = 20_000_000_000
+    max_archive_ratio: float = 100.0
 
     def __post_init__(self) -> None:
         _check(self.source.strip() != "", "ingest.source", "must not be empty", self.source)
+        _check(self.max_archive_bytes >= 1, "ingest.max_archive_bytes", "must be >= 1",
+               self.max_archive_bytes)
+        _check(self.max_archive_ratio >= 1, "ingest.max_archive_ratio", "must be >= 1",
+               self.max_archive_ratio)
         _check_choice("ingest.format", self.format, FORMATS)
         _check_choice("ingest.on_bad_line", self.on_bad_line, ("error", "skip"))
         _check(self.encoding == "auto" or _is_codec(self.encoding), "ingest.encoding",
@@ -143,9 +149,12 @@ class EvaluateParams:
     """How the test split is scored."""
 
     batch_size: int = 512
+    baseline_max_documents: int = 50000
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1", self.batch_size)
+        _check(self.baseline_max_documents >= 1, "evaluate.baseline_max_documents",
+               "must be >= 1", self.baseline_max_documents)
 
 
 @dataclass(frozen=True)

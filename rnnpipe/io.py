@@ -25,7 +25,7 @@ def _temp_pattern(path: Path) -> tuple[str, str]:
 def _remove_stale_temps(path: Path) -> None:
     """Remove temporary files an earlier, killed writer of `path` left beside it.
 
-    A SIGKILL skips every `finally`; without this, `data/tokens/` (a DVC directory output)
+    A SIGKILL skips every `finally`; without this, `data/ids/` (a DVC directory output)
     would keep a stray `.train.tsv.<pid>.<random>.tmp.tsv`. Only temps whose writer process
     is gone are removed, so a concurrent writer of the same file is left alone.
     """

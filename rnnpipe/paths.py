@@ -27,13 +27,15 @@ def split_file(split: str, data_dir: Path = DATA_DIR) -> Path:
 
 
 # vocab -> train, evaluate
-TOKENS_DIR = DATA_DIR / "tokens"
+IDS_DIR = DATA_DIR / "ids"
 VOCAB_FILE = DATA_DIR / "vocab.json"
 
 
-def tokens_file(split: str, tokens_dir: Path = TOKENS_DIR) -> Path:
-    """`data/tokens/<split>.tsv`: `label<TAB>space-separated tokens`."""
-    return tokens_dir / f"{split}.tsv"
+def ids_dir(split: str, ids_root: Path = IDS_DIR) -> Path:
+    """`data/ids/<split>/`: the split's ragged token ids, memory-mappable `.npy` files:
+    `ids.npy` (int32, every document's token ids end to end), `offsets.npy` (int64, where each
+    document starts, plus the end) and `labels.npy` (int32 label ids, per `data/vocab.json`)."""
+    return ids_root / split
 
 
 # train -> evaluate
@@ -62,5 +64,5 @@ CHECKPOINT_DIR = STATE_DIR / "checkpoint"
 
 # Where provenance hashes are taken from (the DVC-tracked outputs a model depends on): the
 # same entries `dvc.lock` records for them after a run.
-PROVENANCE = (*(split_file(s) for s in SPLITS), TOKENS_DIR, VOCAB_FILE, MODEL_FILE,
+PROVENANCE = (*(split_file(s) for s in SPLITS), IDS_DIR, VOCAB_FILE, MODEL_FILE,
               PREPROCESSING_FILE)

@@ -34,7 +34,7 @@ RNNPIPE = str(Path(sys.executable).parent / "rnnpipe")
 PREFIX = "rnnpipe: error: "
 Completed = subprocess.CompletedProcess
 SPLIT_FILES = ("data/train.tsv", "data/val.tsv", "data/test.tsv", "reports/ingest.json")
-VOCAB_FILES = ("data/tokens", "data/vocab.json", "reports/vocab.json")
+VOCAB_FILES = ("data/ids", "data/vocab.json", "reports/vocab.json")
 TRAIN_FILES = ("models/model.keras", "reports/history.csv", "reports/train.json")
 ZH_ROWS = [("pos" if i % 2 else "neg", f"第{i}条评论，{'质量很好' if i % 2 else '非常失望'}")
            for i in range(10)]

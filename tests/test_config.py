@@ -164,7 +164,7 @@ def test_unknown_keys_suggest_the_closest(data, hint):
 
 
 def test_an_unknown_key_with_nothing_close_lists_the_known_ones():
-    with pytest.raises(ParamsError, match=r"evaluate\.zzzz: unknown key \(known: batch_size\)"):
+    with pytest.raises(ParamsError, match=r"evaluate\.zzzz: unknown key \(known: baseline_max_documents, batch_size\)"):
         params_from_dict({"evaluate": {"zzzz": 1}})
 
 

@@ -17,6 +17,7 @@ from rnnpipe.paths import (
     CORPUS_DIR,
     CURVES_PLOT,
     HISTORY_FILE,
+    IDS_DIR,
     INGEST_REPORT,
     METRICS_FILE,
     MISCLASSIFIED_FILE,
@@ -27,12 +28,11 @@ from rnnpipe.paths import (
     PROVENANCE,
     REPORTS_DIR,
     SPLITS,
-    TOKENS_DIR,
     TRAIN_REPORT,
     VOCAB_FILE,
     VOCAB_REPORT,
+    ids_dir,
     split_file,
-    tokens_file,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,13 +77,14 @@ def test_ingest():
 
 def test_vocab():
     assert data_deps("vocab") == {split_file(s) for s in SPLITS}
-    assert entries("vocab", "outs") == {TOKENS_DIR, VOCAB_FILE}
+    assert entries("vocab", "outs") == {IDS_DIR, VOCAB_FILE}
     assert entries("vocab", "metrics") == {VOCAB_REPORT}
-    assert {tokens_file(s) for s in SPLITS} <= {TOKENS_DIR / f"{s}.tsv" for s in SPLITS}
+    assert {ids_dir(s).parent for s in SPLITS} == {IDS_DIR}
 
 
 def test_train():
-    assert data_deps("train") == {tokens_file("train"), tokens_file("val"), VOCAB_FILE,
+    # Not the test split: changing it must not re-train.
+    assert data_deps("train") == {ids_dir("train"), ids_dir("val"), VOCAB_FILE,
                                   Path("embeddings")}
     assert entries("train", "outs") == {MODEL_FILE, PREPROCESSING_FILE, HISTORY_FILE}
     assert entries("train", "metrics") == {TRAIN_REPORT}
@@ -91,7 +92,7 @@ def test_train():
 
 
 def test_evaluate():
-    assert data_deps("evaluate") == {MODEL_FILE, PREPROCESSING_FILE, TOKENS_DIR, VOCAB_FILE,
+    assert data_deps("evaluate") == {MODEL_FILE, PREPROCESSING_FILE, IDS_DIR, VOCAB_FILE,
                                      split_file("test")}
     assert entries("evaluate", "metrics") == {METRICS_FILE}
     assert entries("evaluate", "outs") == {PER_CLASS_FILE, CLASS_REPORT_FILE, CONFUSION_FILE,

@@ -42,7 +42,7 @@ def workspace(tmp_path_factory, corpora, tiny_train) -> Path:
            reports / "ingest.json")
     vocabulary(VocabParams(tokenizer="word", min_count=1, workers=1), data, reports / "vocab.json")
     train(dataclasses.replace(TrainParams(**tiny_train), max_epochs=2),
-          tokens_dir=data / "tokens", vocab_path=data / "vocab.json",
+          ids_root=data / "ids", vocab_path=data / "vocab.json",
           model_path=root / "models" / "model.keras", history_path=reports / "history.csv",
           summary_path=reports / "train.json", checkpoint_dir=root / ".rnnpipe" / "checkpoint")
     (root / "params.yaml").write_text("vocab:\n  tokenizer: word\n", encoding="utf-8")

@@ -1,22 +1,27 @@
-"""Corpus archives (`.zip`, `.tar`, `.tar.gz`, `.tgz`, `.tar.bz2`, `.tar.xz`): extracted into a
-temporary folder, refusing any member that would land outside it (an absolute path, a `..`
-component, a link pointing outside, a device or FIFO), then the corpus inside is found.
+"""Corpus archives (`.zip`, `.tar`, `.tar.gz`, `.tgz`, `.tar.bz2`, `.tar.xz`), read in place
+(`members.Archive`): members are streamed, never extracted. What is checked before anything is
+read: members that would land outside the archive's folder if extracted (an absolute path, a
+`..` component, a link pointing outside, directly or through other links), devices and FIFOs,
+and how far the archive inflates (`Limits`). Here: those checks, the archive as a tree of
+members, and where the corpus is in it (`find_corpus`).
 """
 
 from __future__ import annotations
 
-import lzma
 import posixpath
 import re
-import stat
-import tarfile
-import zipfile
-import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rnnpipe.errors import DataError
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# The ratio limit applies once an archive holds this much: a small archive of repetitive text
+# may compress 100-fold and hurts nobody.
+RATIO_APPLIES_ABOVE = 10_000_000
+_LINK_DEPTH = 40  # links followed in a chain before it counts as a loop
+
 
 def archive_kind(path: Path) -> str | None:
     """`zip` or `tar` when the file name says it is an archive (`.zip`, `.tar`, `.tar.gz`,
@@ -29,7 +34,7 @@ def archive_kind(path: Path) -> str | None:
     return None
 
 
-def _escapes(name: str) -> str | None:
+def escapes(name: str) -> str | None:
     """Why extracting a member called `name` would write outside the target folder, or None."""
     normalized = name.replace("\\", "/")
     if normalized.startswith("/") or re.match(r"[A-Za-z]:", normalized):
@@ -39,12 +44,11 @@ def _escapes(name: str) -> str | None:
     return None
 
 
-def _link_escapes(member: str, target: str, hard: bool) -> bool:
-    """Whether a link `member` → `target` points outside the extraction folder.
+def link_escapes(member: str, target: str, hard: bool) -> bool:
+    """Whether a link `member` → `target` points outside the extraction folder, lexically.
 
     A symlink's target is relative to the folder holding the link, a hard link's to the
-    archive's root. This is the lexical check that names the member; tarfile's `data` filter
-    repeats it against the real file system while extracting.
+    archive's root. `_resolves_outside` repeats the check through the archive's other links.
     """
     target = target.replace("\\", "/")
     if target.startswith("/") or re.match(r"[A-Za-z]:", target):
@@ -54,109 +58,127 @@ def _link_escapes(member: str, target: str, hard: bool) -> bool:
     return resolved == ".." or resolved.startswith("../")
 
 
-def _unsafe(archive: str, member: str, why: str) -> DataError:
+def path_parts(name: str) -> list[str]:
+    """A member name's components (`\\` read as `/`, no empty or `.` ones)."""
+    return [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+
+
+def resolve_links(parts: list[str], symlinks: dict[str, str],
+                  depth: int = 0) -> list[str] | None:
+    """Where `parts` lead from the archive's root when the archive's symlinks are followed (as
+    extracting it would create them), or None if the path climbs out of the root or loops."""
+    resolved: list[str] = []
+    for part in parts:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not resolved:
+                return None
+            resolved.pop()
+            continue
+        target = symlinks.get("/".join([*resolved, part]))
+        if target is None:
+            resolved.append(part)
+            continue
+        target = target.replace("\\", "/")
+        if depth >= _LINK_DEPTH or target.startswith("/") or re.match(r"[A-Za-z]:", target):
+            return None
+        inner = resolve_links([*resolved, *target.split("/")], symlinks, depth + 1)
+        if inner is None:
+            return None
+        resolved = inner
+    return resolved
+
+
+def unsafe_member(archive: str, member: str, why: str) -> DataError:
     return DataError(f"{archive}: unsafe archive member {member!r}: {why}; refusing to extract "
                      f"outside the target folder")
 
 
-def _extract_zip(path: Path, dest: Path, archive: str) -> None:
-    with zipfile.ZipFile(path) as zf:
-        members = zf.infolist()
-        for info in members:
-            why = _escapes(info.filename)
-            if why:
-                raise _unsafe(archive, info.filename, why)
-            if stat.S_ISLNK(info.external_attr >> 16):
-                # zipfile would write the link as a file holding its target's path; a corpus
-                # has no business containing links, so say so instead of reading that text.
-                target = zf.read(info).decode("utf-8", "replace")
-                if _link_escapes(info.filename, target, hard=False):
-                    raise _unsafe(archive, info.filename, f"a symlink to {target!r}")
-                raise DataError(f"{archive}: member {info.filename!r} is a symlink; zip corpora "
-                                f"must hold plain files")
-        zf.extractall(dest)
+@dataclass(frozen=True)
+class Limits:
+    """How far an archive may inflate: uncompressed bytes in all, and uncompressed/compressed."""
+
+    max_bytes: int
+    max_ratio: float
 
 
-def _extract_tar(path: Path, dest: Path, archive: str) -> None:
-    with tarfile.open(path, "r:*") as tf:
-        members = tf.getmembers()
-        for member in members:
-            why = _escapes(member.name)
-            if why:
-                raise _unsafe(archive, member.name, why)
-            if (member.issym() or member.islnk()) and _link_escapes(
-                    member.name, member.linkname, hard=member.islnk()):
-                kind = "a hard link" if member.islnk() else "a symlink"
-                raise _unsafe(archive, member.name, f"{kind} to {member.linkname!r}")
-            if member.isdev() or member.isfifo():
-                raise DataError(f"{archive}: member {member.name!r} is a device or FIFO; "
-                                f"corpus archives must hold plain files and folders")
-        if hasattr(tarfile, "data_filter"):  # Python 3.12+, and 3.11.4+ as a backport
-            try:
-                # The filter re-checks every path and link against the real file system (a
-                # chain of links can escape where each one alone looks harmless).
-                tf.extractall(dest, members=members, filter="data")
-            except tarfile.FilterError as exc:
-                name = exc.tarinfo.name if exc.tarinfo is not None else "?"
-                raise _unsafe(archive, name, str(exc)) from None
-        else:
-            # Without the filter, the lexical checks above are all there is: refuse links.
-            for member in members:
-                if member.issym() or member.islnk():
-                    raise DataError(f"{archive}: member {member.name!r} is a link; this Python "
-                                    f"(< 3.11.4) cannot extract links safely")
-            tf.extractall(dest, members=members)
+def check_inflation(archive: str, declared: int, compressed: int, limits: Limits,
+                     what: str = "declares") -> None:
+    if declared > limits.max_bytes:
+        raise DataError(f"{archive}: {what} {declared:,} bytes uncompressed, more than "
+                        f"ingest.max_archive_bytes={limits.max_bytes:,}; refusing to read it")
+    if declared > RATIO_APPLIES_ABOVE and declared > limits.max_ratio * max(compressed, 1):
+        raise DataError(f"{archive}: {what} {declared:,} bytes uncompressed from "
+                        f"{compressed:,} ({declared / max(compressed, 1):,.0f}x), more than "
+                        f"ingest.max_archive_ratio={limits.max_ratio:g}; refusing to read it "
+                        f"(a zip bomb?)")
 
 
-def extract_archive(path: Path, dest: Path, archive: str | None = None) -> None:
-    """Extract the zip or tar archive `path` into the folder `dest`, refusing (with a
-    `DataError` naming the member) any member that would land outside it: an absolute path,
-    a `..` component, a link pointing outside, a device or FIFO. `archive` is its name in
-    messages (the source as the user wrote it)."""
-    archive = archive or str(path)
-    kind = archive_kind(path)
-    try:
-        if kind == "zip":
-            _extract_zip(path, dest, archive)
-        else:
-            _extract_tar(path, dest, archive)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
-        raise DataError(f"{archive}: not a readable {kind} archive: {exc}") from None
-    except (RuntimeError, NotImplementedError) as exc:  # encrypted or unsupported zip members
-        raise DataError(f"{archive}: cannot extract: {exc}") from None
-    except OSError as exc:  # a truncated gzip stream, a full disk
-        raise DataError(f"{archive}: cannot extract: {exc.strerror or exc}") from None
+@dataclass
+class Node:
+    """A file or folder inside an archive (folders may be implied by their files' paths)."""
+
+    path: str  # from the archive's root, `/`-separated; "" for the root
+    is_dir: bool
+    ref: Any = None  # the ZipInfo / TarInfo of a file
+    rank: int = 0  # position in name order among the archive's files
+    children: dict[str, Node] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
 
 
-def _visible(path: Path) -> bool:
+def add_member(root: Node, name: str, is_dir: bool, ref: Any) -> None:
+    """Put member `name` into the tree under `root`, with the folders its path implies."""
+    parts = path_parts(name)
+    node = root
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        child = node.children.get(part)
+        if child is None or (last and not is_dir):
+            child = Node("/".join(parts[: i + 1]), is_dir or not last, ref if last else None)
+            node.children[part] = child
+        node = child
+
+
+def _visible(name: str) -> bool:
     """Not hidden and not macOS's resource-fork folder (`__MACOSX`), which zips often carry."""
-    return not path.name.startswith(".") and path.name != "__MACOSX"
+    return not name.startswith(".") and name != "__MACOSX"
 
 
-def find_corpus(folder: Path, archive: str) -> Path:
-    """The corpus inside an extracted archive: its one TSV/CSV file, or the folder holding one
-    sub-folder per label. Lone wrapping folders (`news/` in `news.zip`) are looked through: a
-    lone folder cannot be a label-folder corpus, which needs two labels."""
-    current = folder
+def find_corpus(root: Node, archive: str) -> Node:
+    """The corpus inside an archive: its one TSV/CSV file, or the folder holding one sub-folder
+    per label. Lone wrapping folders (`news/` in `news.zip`) are looked through: a lone folder
+    cannot be a label-folder corpus, which needs two labels."""
+    current = root
     while True:
-        entries = sorted(p for p in current.iterdir() if _visible(p))
-        dirs = [p for p in entries if p.is_dir()]
-        files = [p for p in entries if p.is_file()]
+        entries = sorted((n for n in current.children.values() if _visible(n.name)),
+                         key=lambda n: n.name)
+        dirs = [n for n in entries if n.is_dir]
+        files = [n for n in entries if not n.is_dir]
         if len(dirs) == 1 and not files:
             current = dirs[0]
             continue
         break
     if dirs:
         return current
-    data_files = [p for p in files if p.suffix.lower() in (".tsv", ".csv", ".txt")]
+    data_files = [n for n in files if n.name.lower().endswith((".tsv", ".csv", ".txt"))]
     if len(files) == 1:
         return files[0]
     if len(data_files) == 1:
         return data_files[0]
-    where = current.relative_to(folder).as_posix()
     if not files:
         raise DataError(f"{archive}: the archive is empty")
+    where = current.path or "."
     raise DataError(f"{archive}: expected one TSV/CSV file or one folder per label, found "
                     f"{len(files)} files in {'its top level' if where == '.' else where!r}")
 
 
+def tree_of(names: list[str]) -> Node:
+    """A tree of `names` (folders end in `/`), as `find_corpus` sees an archive."""
+    root = Node("", True)
+    for name in names:
+        add_member(root, name, name.endswith("/"), None)
+    return root

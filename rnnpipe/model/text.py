@@ -2,17 +2,21 @@
 
 `jieba` segments Chinese into words (the tutorial's choice), `char` splits into characters
 (whitespace dropped), `word` lower-cases English and keeps regex words. Segmenting a corpus runs
-in parallel over the cores; the result is written once by the vocabulary step and cached by DVC.
+in parallel over the cores, chunk by chunk (`segment`: a few chunks in flight, so memory stays
+flat however big the corpus); the vocabulary step writes the result once, as ids, cached by DVC.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -85,21 +89,69 @@ def default_workers(workers: int = 0) -> int:
         return os.cpu_count() or 1
 
 
+def _pool(tokenizer: str, workers: int) -> ProcessPoolExecutor:
+    if tokenizer == "jieba":
+        _jieba_tokens("")  # load the dictionary once, before forking, so workers share it
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
 def tokenize_many(texts: Sequence[str], tokenizer: str, workers: int = 0) -> list[list[str]]:
     """Tokenize `texts` in order, in parallel over `workers` processes (0 = all cores)."""
     workers = default_workers(workers)
     if workers == 1 or len(texts) < 2000:
         return _tokenize_chunk((tokenizer, texts))
-    if tokenizer == "jieba":
-        _jieba_tokens("")  # load the dictionary once, before forking, so workers share it
     chunk = max(500, len(texts) // (workers * 8))
     chunks = [(tokenizer, texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with _pool(tokenizer, workers) as pool:
         return [tokens for (_, part), packed in zip(chunks, pool.map(_tokenize_chunk_packed,
                                                                       chunks), strict=True)
                 for tokens in _unpack(packed, len(part))]
+
+
+def _segment_chunk(args: tuple[str, Sequence[str]]) -> tuple[list[str], bytes, bytes]:
+    """A chunk's tokens as ids local to the chunk: the chunk's distinct tokens in order of first
+    appearance, every token's local id (int32 bytes) and every document's token count. Far less
+    to pickle, and to look up in the parent, than a string per token."""
+    tokenizer, texts = args
+    cut = TOKENIZERS[tokenizer]
+    local: dict[str, int] = {}
+    ids, lengths = array("i"), array("i")
+    for text in texts:
+        tokens = cut(text)
+        lengths.append(len(tokens))
+        ids.extend([local.setdefault(t, len(local)) for t in tokens])
+    return list(local), ids.tobytes(), lengths.tobytes()
+
+
+def segment(chunks: Iterable[tuple[Any, Sequence[str]]], tokenizer: str, workers: int = 0,
+            in_flight: int = 2) -> Iterator[tuple[Any, list[str], np.ndarray, np.ndarray]]:
+    """Segment `(tag, texts)` chunks in order, in parallel over `workers` processes (0 = all
+    cores) with at most `in_flight` chunks per worker submitted ahead: for each chunk, its tag
+    (kept here, never sent), its distinct tokens, each token's index into them (int32) and each
+    text's token count (int32)."""
+    workers = default_workers(workers)
+
+    def unpack(tag: Any, result: tuple[list[str], bytes, bytes]):
+        tokens, ids, lengths = result
+        return tag, tokens, np.frombuffer(ids, dtype=np.int32), np.frombuffer(lengths,
+                                                                              dtype=np.int32)
+
+    if workers == 1:
+        for tag, texts in chunks:
+            yield unpack(tag, _segment_chunk((tokenizer, texts)))
+        return
+    pending: collections.deque[tuple[Any, Future]] = collections.deque()
+    with _pool(tokenizer, workers) as pool:
+        for tag, texts in chunks:
+            pending.append((tag, pool.submit(_segment_chunk, (tokenizer, texts))))
+            if len(pending) >= workers * in_flight:
+                tag, future = pending.popleft()
+                yield unpack(tag, future.result())
+        while pending:
+            tag, future = pending.popleft()
+            yield unpack(tag, future.result())
 
 
 def encode(token_lists: Sequence[Sequence[str]], token_ids: dict[str, int], max_len: int,

@@ -25,7 +25,8 @@ import numpy as np
 from rnnpipe.io import atomic_path, read_json, write_json
 from rnnpipe.metrics import macro_f1
 from rnnpipe.model.backend import keras
-from rnnpipe.model.network import bucketed_batches, cut, lengths_of, predict_proba
+from rnnpipe.model.network import bucketed_batches
+from rnnpipe.model.ragged import RELEASE_EVERY, Inputs, as_inputs, predict_proba
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
                 "learning_rate")
@@ -33,7 +34,9 @@ LOWER_IS_BETTER = {"val_loss"}
 PLATEAU_FACTOR = 0.5  # the plateau schedule halves the rate...
 PLATEAU_PATIENCE = 1  # ...after this many epochs without a better `monitor`
 MIN_LEARNING_RATE = 1e-5
-PROGRESS_EVERY_S = 30.0  # a progress line this often within an epoch when not on a terminal
+# A progress line this often within an epoch when not on a terminal: with a batch taking up to a
+# few seconds, a log never waits more than 30 s.
+PROGRESS_EVERY_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -53,23 +56,28 @@ def class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(counts > 0, len(y) / (num_classes * np.maximum(counts, 1)), 0.0)
 
 
-def training_batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int,
+def training_batches(x: Inputs | np.ndarray, y: np.ndarray, batch_size: int, seed: int,
                      first_epoch: int, epochs: int, weights: np.ndarray | None = None):
     """Batches for epochs `first_epoch..epochs-1`, of similar lengths and each cut to its
     longest document (`network.bucketed_batches`: about 3x faster than padding every batch to
     `max_len` on the bundled reviews), shuffled with a seed derived from the epoch number, so a
     resumed run sees exactly the batches an uninterrupted one would. With `weights` (per
-    class), each example carries its class's weight."""
+    class), each example carries its class's weight. `x` is ragged ids cut at `max_len`
+    (`ragged.RaggedInputs`: each batch gathered from the memory-mapped split) or a padded
+    matrix; the same rows give the same batches either way."""
     import tensorflow as tf
 
-    lengths = lengths_of(x)
+    inputs = as_inputs(x)
+    lengths = inputs.lengths
     sample_weights = None if weights is None else weights[y].astype(np.float32)
 
     def batches():
         for epoch in range(first_epoch, epochs):
             rng = np.random.default_rng(seed * 100_003 + epoch)
-            for rows in bucketed_batches(lengths, batch_size, rng):
-                batch = (cut(x, rows, lengths), y[rows])
+            for number, rows in enumerate(bucketed_batches(lengths, batch_size, rng), 1):
+                batch = (inputs.batch(rows), y[rows])
+                if number % RELEASE_EVERY == 0:
+                    inputs.release()
                 yield batch if sample_weights is None else (*batch, sample_weights[rows])
 
     signature = (tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32))
@@ -113,17 +121,19 @@ class EpochEnd(keras.callbacks.Callback):
     stop (`patience`) or halve the learning rate (`plateau`), checkpoint everything."""
 
     def __init__(self, policy: FitPolicy, state: dict, checkpoint_dir: Path,
-                 validation: tuple[np.ndarray, np.ndarray], num_classes: int,
+                 validation: tuple[Inputs | np.ndarray, np.ndarray], num_classes: int,
                  on_epoch: Callable[[dict], None]) -> None:
         super().__init__()
         self.policy, self.state, self.checkpoint_dir = policy, state, checkpoint_dir
-        self.x_val, self.y_val = validation
+        self.x_val, self.y_val = as_inputs(validation[0]), validation[1]
         self.num_classes = num_classes
         self.on_epoch = on_epoch
 
     def validation_scores(self) -> dict[str, float]:
         """Loss, accuracy and macro-F1 of the current weights on the validation split."""
-        probs = predict_proba(self.model, self.x_val, self.policy.eval_batch_size)
+        progress = None if sys.stdout.isatty() else LogProgress(
+            "train: validation", len(self.y_val))
+        probs = predict_proba(self.model, self.x_val, self.policy.eval_batch_size, progress)
         picked = np.clip(probs[np.arange(len(self.y_val)), self.y_val], 1e-7, 1.0)
         predicted = probs.argmax(axis=1)
         return {"val_loss": float(-np.mean(np.log(picked))),
@@ -171,6 +181,26 @@ class EpochEnd(keras.callbacks.Callback):
         self.on_epoch(row)
 
 
+class LogProgress:
+    """A progress line every `PROGRESS_EVERY_S` while counting (for a log, not a terminal)."""
+
+    def __init__(self, what: str, total: int,
+                 write: Callable[[str], None] = lambda s: print(s, flush=True)) -> None:
+        self.what, self.total, self.write = what, total, write
+        self.done = 0
+        self.started = self.last_line = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last_line >= PROGRESS_EVERY_S:
+            self.last_line = now
+            rate = self.done / max(now - self.started, 1e-9)
+            self.write(f"{self.what}: {self.done:,} of {self.total:,} documents "
+                       f"({self.done / max(self.total, 1):.0%}), {rate:,.0f} documents/s, "
+                       f"~{(self.total - self.done) / max(rate, 1e-9):.0f} s left")
+
+
 class ProgressLines(keras.callbacks.Callback):
     """Progress for a log file (output not a terminal): a line every `PROGRESS_EVERY_S` within
     an epoch, and one per epoch. On a terminal Keras' own progress bar does this."""
@@ -212,7 +242,7 @@ class ProgressLines(keras.callbacks.Callback):
 
 
 def fit_callbacks(policy: FitPolicy, state: dict, checkpoint_dir: Path,
-                  validation: tuple[np.ndarray, np.ndarray], num_classes: int,
+                  validation: tuple[Inputs | np.ndarray, np.ndarray], num_classes: int,
                   steps_per_epoch: int, batch_size: int,
                   on_epoch: Callable[[dict], None]) -> tuple[list[Any], int]:
     """The callbacks of a fit and the `verbose` level for `model.fit`: Keras' progress bar on a

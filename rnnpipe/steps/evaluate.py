@@ -8,6 +8,11 @@ macro-F1, the TF-IDF + logistic-regression baseline's, `beats_baseline`), `repor
 `reports/misclassified.tsv` (the test documents the model got wrong, most confident first) and
 `reports/plots/*.png`.
 
+Memory stays flat: the model reads the memory-mapped ids of each split a batch at a time, the
+baseline fits on at most `evaluate.baseline_max_documents` train documents and scores test a
+block at a time (`rnnpipe.baseline`), and the misclassified texts are read from `data/test.tsv`
+one by one.
+
 Speed: the scores are computed in a second process (`rnnpipe evaluate --score-only`) while this
 one opens the MLflow run and logs the model (MLflow loads the logged model again to answer its
 input example), so the step takes the longer of the two, not their sum.
@@ -24,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnpipe.config import Params, load_params
-from rnnpipe.datafiles import read_split, read_tokens
-from rnnpipe.errors import ERROR_FILE_ENV, StepFailed, read_error_record
+from rnnpipe.config import EvaluateParams, Params, load_params
+from rnnpipe.datafiles import read_ids
+from rnnpipe.errors import ERROR_FILE_ENV, DataError, StepFailed, read_error_record
+from rnnpipe.heartbeat import Progress, heartbeat
 from rnnpipe.io import atomic_open, read_json, write_json
 from rnnpipe.metrics import per_class, scores
 from rnnpipe.paths import (
@@ -35,68 +41,66 @@ from rnnpipe.paths import (
     CONFUSION_PLOT,
     CURVES_PLOT,
     HISTORY_FILE,
+    IDS_DIR,
     METRICS_FILE,
     MISCLASSIFIED_FILE,
     MODEL_FILE,
     PER_CLASS_FILE,
     PREPROCESSING_FILE,
     REPORTS_DIR,
-    TOKENS_DIR,
     VOCAB_FILE,
+    ids_dir,
     split_file,
-    tokens_file,
 )
 from rnnpipe.plots import plot_confusion, plot_history
 
 
-def baseline_scores(tokens_dir: Path = TOKENS_DIR) -> dict:
+def baseline_scores(ids_root: Path = IDS_DIR,
+                    max_documents: int = EvaluateParams.baseline_max_documents,
+                    vocab_path: Path = VOCAB_FILE) -> dict:
     """A TF-IDF (word uni- and bigrams) + logistic-regression baseline on the same tokens and
-    splits: is the LSTM worth it?"""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    splits, fitted on at most `max_documents` train documents: is the LSTM worth it?"""
+    from rnnpipe.baseline import baseline_scores as scores_of
+    from rnnpipe.model.vocabulary import Vocabulary
 
-    def docs(split: str) -> tuple[list[str], list[str]]:
-        labels, token_lists = read_tokens(tokens_file(split, tokens_dir))
-        return labels, [" ".join(tokens) for tokens in token_lists]
-
-    (y_train, x_train), (y_test, x_test) = docs("train"), docs("test")
-    vectorizer = TfidfVectorizer(tokenizer=str.split, token_pattern=None, lowercase=False,
-                                 ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    classifier = LogisticRegression(max_iter=1000, C=4.0)
-    classifier.fit(vectorizer.fit_transform(x_train), y_train)
-    predicted = classifier.predict(vectorizer.transform(x_test))
-    classes = sorted(set(y_train))
-    ids = {label: i for i, label in enumerate(classes)}
-    result = scores(np.array([ids.get(y, -1) for y in y_test]),
-                    np.array([ids[y] for y in predicted]), len(classes))
-    return {f"test_{k}": v for k, v in result.items()}
+    vocab = Vocabulary.load(vocab_path)
+    return scores_of(read_ids(ids_dir("train", ids_root)), read_ids(ids_dir("test", ids_root)),
+                     len(vocab.tokens), len(vocab.labels), max_documents)
 
 
 def evaluate(batch_size: int = 512, model_path: Path = MODEL_FILE, vocab_path: Path = VOCAB_FILE,
-             preprocessing_path: Path = PREPROCESSING_FILE, tokens_dir: Path = TOKENS_DIR,
+             preprocessing_path: Path = PREPROCESSING_FILE, ids_root: Path = IDS_DIR,
              test_texts_path: Path | None = None, history_path: Path = HISTORY_FILE,
-             reports: Path = REPORTS_DIR) -> dict:
+             reports: Path = REPORTS_DIR,
+             baseline_max_documents: int = EvaluateParams.baseline_max_documents) -> dict:
     """Score the model on the test and validation splits; write every report and plot."""
     from rnnpipe.model.classifier import TextClassifier
-    from rnnpipe.model.network import predict_proba
-    from rnnpipe.model.text import encode
+    from rnnpipe.model.ragged import RaggedInputs, predict_proba
 
     classifier = TextClassifier.load(model_path, vocab_path, preprocessing_path)
     labels = classifier.vocab.labels
-    ids = classifier.vocab.label_ids
     results = {}
     for split in ("test", "val"):
-        split_labels, token_lists = read_tokens(tokens_file(split, tokens_dir))
-        x = encode(token_lists, classifier.vocab.token_ids, classifier.max_len,
-                   classifier.truncate)
-        probs = predict_proba(classifier.model, x, batch_size)
-        results[split] = (np.array([ids[y] for y in split_labels]), probs)
+        data = read_ids(ids_dir(split, ids_root))
+        y = np.asarray(data.labels, dtype=np.int64)
+        if len(y) and (y.min() < 0 or y.max() >= len(labels)):
+            raise DataError(f"{ids_dir(split, ids_root)}: label ids beyond the vocabulary's "
+                            f"{len(labels)} labels; re-run the vocabulary step")
+        progress = Progress(f"evaluate: scoring {split}", total=len(data))
+        try:
+            probs = predict_proba(classifier.model,
+                                  RaggedInputs(data, classifier.max_len, classifier.truncate),
+                                  batch_size, progress.update)
+        finally:
+            progress.finish()
+        results[split] = (y, probs)
     y_test, probs = results["test"]
     y_pred = probs.argmax(axis=1)
     y_val, val_probs = results["val"]
     metrics = {"test": scores(y_test, y_pred, len(labels)),
                "val": scores(y_val, val_probs.argmax(axis=1), len(labels)),
-               "baseline": baseline_scores(tokens_dir), "test_documents": len(y_test)}
+               "baseline": baseline_scores(ids_root, baseline_max_documents, vocab_path),
+               "test_documents": len(y_test)}
     metrics["beats_baseline"] = metrics["test"]["accuracy"] >= \
         metrics["baseline"]["test_accuracy"]
     write_json(reports / METRICS_FILE.name, metrics)
@@ -123,18 +127,27 @@ def evaluate(batch_size: int = 512, model_path: Path = MODEL_FILE, vocab_path: P
 def write_misclassified(path: Path, texts_path: Path, labels: list[str], y_true: np.ndarray,
                         probs: np.ndarray) -> None:
     """The test documents the model got wrong, most confident mistakes first: where to look
-    for label noise and for what the model has not learnt."""
-    _, texts = read_split(texts_path)
+    for label noise and for what the model has not learnt. The texts are read from the split
+    file one by one (their offsets found in one pass), never all at once."""
     predicted = probs.argmax(axis=1)
     wrong = np.flatnonzero(predicted != y_true)
     order = wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")]
-    with atomic_open(path) as fh:
+    where = np.full(len(y_true), -1, dtype=np.int64)
+    texts_path = Path(texts_path)
+    if not texts_path.exists():
+        raise DataError(f"{texts_path}: missing; run the ingest step first (rnnpipe ingest)")
+    with open(texts_path, "rb") as texts, atomic_open(path) as fh:
+        position = 0
+        for number, line in enumerate(texts):
+            if number < len(where) and predicted[number] != y_true[number]:
+                where[number] = position
+            position += len(line)
         fh.write("actual\tpredicted\tprobability\ttext\n")
         for i in order:
+            texts.seek(where[i])
+            text = texts.readline().decode("utf-8").rstrip("\n").partition("\t")[2]
             fh.write(f"{labels[y_true[i]]}\t{labels[predicted[i]]}\t"
-                     f"{probs[i, predicted[i]]:.4f}\t{texts[i]}\n")
-
-
+                     f"{probs[i, predicted[i]]:.4f}\t{text}\n")
 def write_class_report(path: Path, labels: list[str], classes: dict, test: dict) -> None:
     """Precision, recall, F1 and support per class as a fixed-width table."""
     width = max(12, *(len(label) for label in labels))
@@ -186,20 +199,25 @@ def scoring_result(process: subprocess.Popen) -> dict:
 def score_main(params: Params | None = None) -> None:
     """`rnnpipe evaluate --score-only`: score and write the reports; no MLflow."""
     params = params or load_params()
-    evaluate(params.evaluate.batch_size)
+    with heartbeat("evaluate: scoring"):
+        evaluate(params.evaluate.batch_size,
+                 baseline_max_documents=params.evaluate.baseline_max_documents)
 
 
 def main(params: Params | None = None) -> None:
     """`rnnpipe evaluate`: score (in a second process) while the model is logged to MLflow, then
     record the scores and reports on the run and pass the model through the promotion gate."""
-    from rnnpipe.tracking.record import record_evaluation
-
     params = params or load_params()
     scoring = start_scoring()  # first: opening the MLflow run alone takes seconds
     try:
-        summary = record_evaluation(
-            params, lambda: evaluate(params.evaluate.batch_size) if scoring is None
-            else scoring_result(scoring))
+        with heartbeat("evaluate"):  # from the start: importing MLflow takes a while
+            from rnnpipe.tracking.record import record_evaluation
+
+            summary = record_evaluation(
+                params, lambda: evaluate(
+                    params.evaluate.batch_size,
+                    baseline_max_documents=params.evaluate.baseline_max_documents)
+                if scoring is None else scoring_result(scoring))
     finally:
         if scoring is not None and scoring.poll() is None:  # MLflow failed first
             scoring.kill()

@@ -27,79 +27,82 @@ from pathlib import Path
 import numpy as np
 
 from rnnpipe.config import AUTO, Params, TrainParams, load_params
-from rnnpipe.datafiles import read_tokens
+from rnnpipe.datafiles import IDS_FILES, read_ids
 from rnnpipe.errors import DataError
+from rnnpipe.heartbeat import heartbeat
 from rnnpipe.io import atomic_open, atomic_path, write_json
-from rnnpipe.model.backend import keras
-from rnnpipe.model.network import NetworkConfig, build_model, load_model, save_model
-from rnnpipe.model.text import encode
-from rnnpipe.model.training import (
-    HISTORY_KEYS,
-    FitPolicy,
-    class_weights,
-    fit_callbacks,
-    new_state,
-    resume_state,
-    seed_variables,
-    training_batches,
-)
+from rnnpipe.model.ragged import RaggedIds
 from rnnpipe.model.vocabulary import Vocabulary
 from rnnpipe.paths import (
     CHECKPOINT_DIR,
     HISTORY_FILE,
+    IDS_DIR,
     MODEL_FILE,
-    TOKENS_DIR,
     TRAIN_REPORT,
     VOCAB_FILE,
-    tokens_file,
+    ids_dir,
 )
 
 AUTO_PERCENTILE = 95  # `max_len: auto` keeps every token of 95% of the training documents
 
 
-def choose_max_len(lengths: list[int], params: TrainParams) -> int:
-    """`train.max_len`, or with `auto` the 95th percentile of the train split's lengths, at least
-    1 and at most `max_len_cap`."""
+def choose_max_len(lengths: np.ndarray | list[int], params: TrainParams) -> int:
+    """`train.max_len`, or with `auto` the 95th percentile of the train split's lengths (read
+    from its offsets), at least 1 and at most `max_len_cap`."""
     if params.max_len != AUTO:
         return int(params.max_len)
     return int(min(params.max_len_cap, max(1, math.ceil(np.percentile(lengths, AUTO_PERCENTILE)))))
 
 
-def label_ids(labels: list[str], vocab: Vocabulary, path: Path) -> np.ndarray:
-    """Label ids of a split, or a `DataError` naming a label the vocabulary does not know."""
-    ids = vocab.label_ids
-    unknown = sorted(set(labels) - set(ids))
-    if unknown:
-        raise DataError(f"{path}: label {unknown[0]!r} is not in the vocabulary's label map; "
-                        f"re-run the vocabulary step")
-    return np.array([ids[label] for label in labels], dtype=np.int32)
+def label_ids(labels: np.ndarray, vocab: Vocabulary, path: Path) -> np.ndarray:
+    """A split's label ids (in memory), or a `DataError` if one is not in the vocabulary."""
+    labels = np.asarray(labels, dtype=np.int32)
+    unknown = labels[(labels < 0) | (labels >= len(vocab.labels))]
+    if len(unknown):
+        raise DataError(f"{path}: label id {int(unknown[0])} is not in the vocabulary's label "
+                        f"map ({len(vocab.labels)} labels); re-run the vocabulary step")
+    return np.array(labels)
 
 
-def read_split_tokens(split: str, tokens_dir: Path) -> tuple[list[str], list[list[str]]]:
-    """Labels and tokens of one split, or a `DataError` if it is empty."""
-    labels, tokens = read_tokens(tokens_file(split, tokens_dir))
-    if not labels:
-        raise DataError(f"{tokens_file(split, tokens_dir)}: the {split} split is empty")
-    return labels, tokens
+def read_split_ids(split: str, ids_root: Path) -> RaggedIds:
+    """One split's ragged ids (memory-mapped), or a `DataError` if it is empty."""
+    data = read_ids(ids_dir(split, ids_root))
+    if not len(data):
+        raise DataError(f"{ids_dir(split, ids_root)}: the {split} split is empty")
+    return data
 
 
 def fingerprint(params: TrainParams, inputs: list[Path]) -> str:
-    """What a checkpoint belongs to: the train params and the bytes of the inputs."""
+    """What a checkpoint belongs to: the train params and the bytes of the inputs (read a block
+    at a time: inputs may be gigabytes)."""
     digest = hashlib.sha256(json.dumps(params.__dict__, sort_keys=True, default=str).encode())
     for path in inputs:
-        digest.update(path.read_bytes())
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
     return digest.hexdigest()
 
 
+def token_counts(data: RaggedIds, vocab: Vocabulary, block: int = 1 << 22) -> Counter:
+    """How often each vocabulary token occurs in a split (for pretrained vectors' coverage),
+    counted a block at a time."""
+    counts = np.zeros(len(vocab.tokens), dtype=np.int64)
+    for start in range(0, len(data.ids), block):
+        counts += np.bincount(np.asarray(data.ids[start:start + block]),
+                              minlength=len(vocab.tokens))[: len(vocab.tokens)]
+        data.release()
+    return Counter({t: int(c) for t, c in zip(vocab.tokens, counts.tolist(), strict=True) if c})
+
+
 def pretrained_matrix(params: TrainParams, vocab: Vocabulary,
-                      counts: Counter) -> tuple[np.ndarray | None, dict | None]:
+                      data: RaggedIds) -> tuple[np.ndarray | None, dict | None]:
     """The embedding matrix from `train.embeddings` (None without) and its coverage."""
     if params.embeddings is None:
         return None, None
     from rnnpipe.model.embeddings import load_embeddings
 
     matrix, coverage = load_embeddings(params.embeddings, vocab.tokens, params.embedding_dim,
-                                       counts=counts, seed=params.seed)
+                                       counts=token_counts(data, vocab), seed=params.seed)
     return matrix, coverage.to_dict()
 
 
@@ -115,7 +118,7 @@ def still_improving(state: dict, params: TrainParams) -> str | None:
             f"raise train.max_epochs (or train.learning_rate) to train longer")
 
 
-def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path = VOCAB_FILE,
+def train(params: TrainParams, ids_root: Path = IDS_DIR, vocab_path: Path = VOCAB_FILE,
           model_path: Path = MODEL_FILE, history_path: Path = HISTORY_FILE,
           summary_path: Path = TRAIN_REPORT, checkpoint_dir: Path = CHECKPOINT_DIR,
           on_epoch: Callable[[dict], None] = lambda row: None,
@@ -124,19 +127,34 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
     the per-epoch history and a summary. `on_epoch(row)` is called after every epoch."""
     import tensorflow as tf
 
+    from rnnpipe.model.backend import keras
+    from rnnpipe.model.network import NetworkConfig, build_model, load_model, save_model
+    from rnnpipe.model.ragged import RaggedInputs
+    from rnnpipe.model.training import (
+        HISTORY_KEYS,
+        FitPolicy,
+        class_weights,
+        fit_callbacks,
+        new_state,
+        resume_state,
+        seed_variables,
+        training_batches,
+    )
+
     vocab = Vocabulary.load(vocab_path)
-    train_labels, train_tokens = read_split_tokens("train", tokens_dir)
-    val_labels, val_tokens = read_split_tokens("val", tokens_dir)
-    lengths = [len(tokens) for tokens in train_tokens]
+    train_data = read_split_ids("train", ids_root)
+    val_data = read_split_ids("val", ids_root)
+    lengths = train_data.lengths()
     max_len = choose_max_len(lengths, params)
-    token_ids = vocab.token_ids
-    x_train = encode(train_tokens, token_ids, max_len, params.truncate)
-    y_train = label_ids(train_labels, vocab, tokens_file("train", tokens_dir))
-    x_val = encode(val_tokens, token_ids, max_len, params.truncate)
-    y_val = label_ids(val_labels, vocab, tokens_file("val", tokens_dir))
+    # Batches are cut from the memory-mapped ids as they are needed: no padded matrix.
+    x_train = RaggedInputs(train_data, max_len, params.truncate)
+    y_train = label_ids(train_data.labels, vocab, ids_dir("train", ids_root))
+    x_val = RaggedInputs(val_data, max_len, params.truncate)
+    y_val = label_ids(val_data.labels, vocab, ids_dir("val", ids_root))
     num_classes = len(vocab.labels)
     weights = class_weights(y_train, num_classes) if params.class_weight == "balanced" else None
-    inputs = [vocab_path, tokens_file("train", tokens_dir), tokens_file("val", tokens_dir)]
+    inputs = [vocab_path, *(ids_dir(split, ids_root) / name for split in ("train", "val")
+                            for name in IDS_FILES)]
     if params.embeddings is not None:
         inputs.append(Path(params.embeddings))
 
@@ -149,8 +167,7 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         checkpoint_dir.mkdir(parents=True)
         state = new_state(key, params.learning_rate)
-        matrix, coverage = pretrained_matrix(
-            params, vocab, Counter(t for tokens in train_tokens for t in tokens))
+        matrix, coverage = pretrained_matrix(params, vocab, train_data)
         state["embedding_coverage"] = coverage
         model = build_model(NetworkConfig(
             vocab_size=len(vocab.tokens), num_classes=num_classes, max_len=max_len,
@@ -174,6 +191,9 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
     started = time.perf_counter()
     steps = math.ceil(len(x_train) / params.batch_size)
     if first_epoch < params.max_epochs and not state["stopped"]:
+        print(f"train: {len(x_train):,} documents ({steps:,} batches an epoch), "
+              f"{len(x_val):,} for validation, max_len {max_len}; epochs {first_epoch + 1} to "
+              f"{params.max_epochs} at most", flush=True)
         policy = FitPolicy(params.max_epochs, params.patience, params.monitor,
                            params.lr_schedule, eval_batch_size)
         callbacks, verbose = fit_callbacks(policy, state, checkpoint_dir, (x_val, y_val),
@@ -192,7 +212,7 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
     summary = {
         "max_len": max_len,
         "truncate": params.truncate,
-        "truncated_share": round(float(np.mean(np.array(lengths) > max_len)), 4),
+        "truncated_share": round(float(np.mean(lengths > max_len)), 4),
         "best_epoch": state["best_epoch"],
         "epochs_run": len(state["history"]),
         "stopped_early": state["stopped"],
@@ -214,6 +234,8 @@ def train(params: TrainParams, tokens_dir: Path = TOKENS_DIR, vocab_path: Path =
 
 def write_history(path: Path, history: list[dict]) -> None:
     """Per-epoch history as CSV (`epoch` and `HISTORY_KEYS`)."""
+    from rnnpipe.model.training import HISTORY_KEYS
+
     with atomic_open(path) as fh:
         fh.write(",".join(["epoch", *HISTORY_KEYS]) + "\n")
         for row in history:
@@ -225,12 +247,14 @@ def write_history(path: Path, history: list[dict]) -> None:
 def main(params: Params | None = None) -> None:
     """`rnnpipe train`: run the step with the `train` section of `params.yaml`; epochs are
     logged live to the MLflow run an entry point named (`MLFLOW_RUN_ID`), if any."""
-    from rnnpipe.tracking.runs import attached_run
-
     params = params or load_params()
-    run = attached_run(params)
-    on_epoch = (lambda row: run.log_history_row(row)) if run else (lambda row: None)
-    summary = train(params.train, on_epoch=on_epoch, eval_batch_size=params.evaluate.batch_size)
+    with heartbeat("train"):  # from the start: TensorFlow and MLflow take a while to import
+        from rnnpipe.tracking.runs import attached_run
+
+        run = attached_run(params)
+        on_epoch = (lambda row: run.log_history_row(row)) if run else (lambda row: None)
+        summary = train(params.train, on_epoch=on_epoch,
+                        eval_batch_size=params.evaluate.batch_size)
     coverage = summary["embedding_coverage"]
     if coverage:
         print(f"train: pretrained vectors cover {coverage['vocabulary']:.1%} of the vocabulary, "

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from rnnpipe.config import IngestParams
-from rnnpipe.corpus.archives import archive_kind, find_corpus
+from rnnpipe.corpus.archives import archive_kind, find_corpus, tree_of
 from rnnpipe.datafiles import read_split
 from rnnpipe.errors import DataError
 from rnnpipe.paths import SPLITS
@@ -97,14 +99,12 @@ def test_archives_hold_a_file_or_a_label_folder_corpus(tmp_path, name, payload):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", "reports", name])
 
 
-def test_find_corpus_looks_through_wrapping_folders(tmp_path):
-    (tmp_path / "a" / "b" / "pos").mkdir(parents=True)
-    (tmp_path / "a" / "b" / "neg").mkdir()
-    assert find_corpus(tmp_path, "x.zip") == tmp_path / "a" / "b"
-    single = tmp_path / "single"
-    (single / "only").mkdir(parents=True)
-    (single / "only" / "c.tsv").write_text("x")
-    assert find_corpus(single, "x.zip") == single / "only" / "c.tsv"
+def test_find_corpus_looks_through_wrapping_folders():
+    found = find_corpus(tree_of(["a/b/pos/", "a/b/neg/1.txt", ".hidden/x.tsv"]), "x.zip")
+    assert found.path == "a/b" and found.is_dir
+    found = find_corpus(tree_of(["only/c.tsv", "__MACOSX/._c.tsv"]), "x.zip")
+    assert found.path == "only/c.tsv" and not found.is_dir
+    assert find_corpus(tree_of(["./d/c.tsv", "./d/notes.md"]), "x.zip").path == "d/c.tsv"
 
 
 def test_archive_members_are_named_in_bad_line_reports(tmp_path):
@@ -187,3 +187,108 @@ def test_unusable_archives(tmp_path, name, payload, message):
         run_ingest(tmp_path, archive)
     assert str(error.value).startswith(str(archive))
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+# --- limits: archives are read in place, and never inflate past what they may -----------------
+
+def _deflated_zip(name: str, content: bytes, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=method) as zf:
+        zf.writestr(name, content)
+    return buffer.getvalue()
+
+
+def _lie_about_size(payload: bytes, name: str, size: int) -> bytes:
+    """The zip with `name`'s uncompressed size in its local and central headers set to `size`."""
+    data = bytearray(payload)
+    encoded = name.encode()
+    local = data.index(b"PK\x03\x04")  # the first (only) local header
+    central = data.index(b"PK\x01\x02")
+    for offset, field in ((local, 22), (central, 24)):  # uncompressed size fields
+        assert data[offset + (30 if offset == local else 46):].startswith(encoded)
+        data[offset + field:offset + field + 4] = struct.pack("<I", size)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_a_bomb_is_refused_before_anything_is_inflated(tmp_path, kind):
+    """20 MB of zeros compress ~1000-fold: refused on the sizes the headers declare, with one line
+    naming the archive and the limit; nothing is written."""
+    zeros = b"\0" * 20_000_000
+    archive = tmp_path / f"bomb.{kind}"
+    archive.write_bytes(_deflated_zip("c.tsv", zeros) if kind == "zip"
+                        else _tar({"c.tsv": zeros}))
+    started = time.monotonic()
+    with pytest.raises(DataError) as error:
+        run_ingest(tmp_path, archive)
+    message = str(error.value)
+    assert message.startswith(f"{archive}: declares 20,000,000 bytes uncompressed from ")
+    assert "more than ingest.max_archive_ratio=100; refusing to read it" in message
+    assert "\n" not in message and time.monotonic() - started < 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
+    # A higher ratio lets it through to the corpus checks (zeros are not text).
+    with pytest.raises(DataError, match="contains NUL bytes"):
+        run_ingest(tmp_path, archive, max_archive_ratio=5000)
+
+
+def test_the_total_size_limit(tmp_path):
+    archive = tmp_path / "news.zip"
+    archive.write_bytes(_zip({"news.tsv": TSV_OK.encode()}))
+    size = len(TSV_OK.encode())
+    with pytest.raises(DataError, match=rf"news\.zip: declares {size:,} bytes uncompressed, more "
+                                        rf"than ingest\.max_archive_bytes=100; refusing"):
+        run_ingest(tmp_path, archive, max_archive_bytes=100)
+    assert run_ingest(tmp_path, archive, max_archive_bytes=size)["documents_kept"] == 10
+
+
+def test_a_zip_whose_headers_lie_is_stopped_at_the_size_they_declare(tmp_path):
+    """The headers say 1,000 bytes; the deflate stream holds 5 MB. Reading stops after 1,000 bytes
+    (never inflating the rest), naming the member and the size it declared."""
+    content = (TSV_OK * 50_000).encode()[:5_000_000]
+    archive = tmp_path / "liar.zip"
+    archive.write_bytes(_lie_about_size(_deflated_zip("c.tsv", content), "c.tsv", 1000))
+    with pytest.raises(DataError) as error:
+        run_ingest(tmp_path, archive)
+    assert str(error.value) == (f"{archive}!c.tsv: inflates past the 1,000 bytes its header "
+                                f"declares; refusing to read it (a zip bomb?)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [archive.name]
+
+
+def test_a_zip_with_a_bad_checksum(tmp_path):
+    payload = bytearray(_deflated_zip("c.tsv", TSV_OK.encode(), zipfile.ZIP_STORED))
+    at = payload.index(TSV_OK.encode()[:10])
+    payload[at] ^= 0x01  # one flipped bit in the stored data: "pos" -> "qos"
+    (tmp_path / "c.zip").write_bytes(bytes(payload))
+    with pytest.raises(DataError, match=r"c\.zip: not a readable zip archive: Bad CRC-32"):
+        run_ingest(tmp_path, tmp_path / "c.zip")
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2])
+def test_zip_compression_methods(tmp_path, method):
+    archive = tmp_path / "c.zip"
+    archive.write_bytes(_deflated_zip("c.tsv", (TSV_OK * 200).encode(), method))
+    assert run_ingest(tmp_path, archive)["documents_read"] == 2000
+
+
+def test_a_label_folder_corpus_splits_the_same_from_a_folder_a_zip_and_a_tar(tmp_path, corpora):
+    """A tar is read front to back (a compressed one cannot be read out of order cheaply), in its
+    own member order; each document keeps its place in name order, so the splits are the same
+    bytes as from the folder or a zip."""
+    rows = corpora.en(n_per_class=8)
+    members = {f"news/{label}/{i:03}.txt": f"{text} {i}".encode()
+               for i, (label, text) in enumerate(rows)}
+    members["news/sports/000-dup.txt"] = next(v for k, v in members.items() if "/sports/" in k)
+    folder = tmp_path / "folder"
+    for name, content in members.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    reversed_members = dict(reversed(members.items()))  # archive order != name order
+    (tmp_path / "news.zip").write_bytes(_zip(reversed_members))
+    (tmp_path / "news.tar.gz").write_bytes(_tar(reversed_members))
+    outputs = []
+    for source in (folder / "news", tmp_path / "news.zip", tmp_path / "news.tar.gz"):
+        out = tmp_path / source.name.replace(".", "-")
+        summary = run_ingest(out, source)
+        assert summary["dropped"]["duplicate"] == 1
+        outputs.append([(out / "data" / f"{s}.tsv").read_bytes() for s in SPLITS])
+    assert outputs[0] == outputs[1] == outputs[2]

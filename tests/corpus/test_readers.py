@@ -11,11 +11,15 @@ import pytest
 from rnnpipe.config import IngestParams
 from rnnpipe.corpus.readers import (
     READERS,
+    STREAM_READERS,
+    Decisions,
     ReadReport,
+    Reread,
     add_document,
     decode,
     detect_format,
     normalize_text,
+    tsv_documents,
 )
 from rnnpipe.errors import DataError
 
@@ -190,11 +194,16 @@ def test_unreadable_sources(tmp_path, corpora, monkeypatch):
         read(corpus)
 
     path = corpora.write(tmp_path / "c.tsv", corpora.zh(5))
+    (corpus / "pos" / "a.txt").rmdir()
+    (corpus / "pos" / "b.txt").write_text("好")
 
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(args[0]))
 
     monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataError, match=r"b\.txt: cannot read: permission denied"):
+        read(corpus)
+    monkeypatch.setattr("builtins.open", denied)
     with pytest.raises(DataError, match=r"c\.tsv: cannot read: permission denied"):
         read(path)
 
@@ -206,3 +215,65 @@ def test_permission_denied_for_real(tmp_path, corpora):
     path.chmod(0)
     with pytest.raises(DataError, match="permission denied"):
         read(path)
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+def stream(data: bytes, block: int, fmt: str = "tsv", encoding: str = "auto") -> tuple[list,
+                                                                                      ReadReport]:
+    """Read `data` as a stream of `block`-byte blocks, starting over on `Reread` as ingest does."""
+    decisions, params = Decisions(), IngestParams(encoding=encoding)
+    blocks = [data[i:i + block] for i in range(0, len(data), block)]
+    while True:
+        report = ReadReport(format=fmt)
+        try:
+            return list(STREAM_READERS[fmt](lambda: iter(blocks), "c", params, report,
+                                            decisions)), report
+        except Reread:
+            continue
+
+
+def test_documents_come_one_at_a_time():
+    """A reader is a generator: the first document is there before the stream is read on."""
+    consumed = []
+
+    def blocks():
+        for i in range(1000):
+            consumed.append(i)
+            yield f"pos\t好评{i}\n".encode()
+
+    docs = tsv_documents(blocks, "c", IngestParams(), ReadReport(format="tsv"), Decisions())
+    assert next(docs).text == "好评0" and len(consumed) <= 2
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 64])
+def test_any_block_size_reads_the_same(block):
+    """Line breaks (`\\r\\n` too), multi-byte characters and a BOM split across blocks."""
+    body = "\ufeffpos\t好\r\nneg\t差评\r\rpos\tok\u2028fine\nneg\t\n\t孤\rpos\t尾"
+    whole, report = stream(body.encode(), 1 << 20)
+    assert [(d.label, d.text, d.origin) for d in whole] == [
+        ("pos", "好", "c:1"), ("neg", "差评", "c:2"), ("pos", "ok fine", "c:4"),
+        ("pos", "尾", "c:7")]
+    assert (report.bad_lines, report.empty_texts) == (["c:6"], ["c:5"])
+    assert stream(body.encode(), block)[0] == whole
+    csv_body = b'label,text\npos,"a\r\nb"\r\nneg,"c, d"\rpos,e'
+    assert [(d.text, d.origin) for d in stream(csv_body, block, "csv")[0]] == [
+        ("a b", "c:3"), ("c, d", "c:4"), ("e", "c:5")]
+
+
+@pytest.mark.parametrize("block", [4, 1 << 20])
+def test_auto_reads_a_stream_as_utf8_then_restarts_once_as_gb18030(block):
+    """The first lines are ASCII (valid UTF-8, already yielded): the first GB18030 line makes the
+    reader start over with GB18030, once."""
+    body = "pos\tgood\nneg\tbad\n" * 3 + "pos\t质量很好\nneg\t太差了\n"
+    docs, report = stream(body.encode("gb18030"), block)
+    assert [d.text for d in docs][-2:] == ["质量很好", "太差了"] and len(docs) == 8
+    assert report.encodings == {"gb18030"}
+    with pytest.raises(DataError, match=r"^c:7: not valid utf-8 .*set ingest\.encoding"):
+        stream(body.encode("gb18030"), block, encoding="utf-8")
+
+
+def test_neither_encoding_names_the_line_where_utf8_failed():
+    body = b"pos\tfine\n" * 5 + b"neg\t\x81\x30\n" + b"pos\t\xff\xff\n"  # not UTF-8, not GB18030
+    with pytest.raises(DataError, match=r"^c:6: neither UTF-8 nor GB18030"):
+        stream(body, 7)

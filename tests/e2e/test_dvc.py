@@ -38,6 +38,7 @@ EXPERIMENTS = {"exp-fewer-epochs": ["-S", "train.max_epochs=1"],
 QUEUE_TIMEOUT_S = 900
 
 
+
 def file_hashes(root: Path, folders: tuple[str, ...] = OUTPUTS) -> dict[str, str]:
     """`{relative path: md5}` of every file under `folders` (sorted, so diffs read well)."""
     hashes = {}

@@ -22,6 +22,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+from rnnpipe.paths import ids_dir
 from rnnpipe.tracking.registry import SERVED_MODULES
 
 pytestmark = pytest.mark.slow
@@ -34,6 +35,7 @@ NAME = "rnnpipe-mixed"  # register.model_name: auto, after corpus/mixed.tsv
 CHAMPION_URI = f"models:/{NAME}@champion"
 EPOCHS = 3
 HISTORY = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1")
+
 
 
 @dataclass(frozen=True)
@@ -63,10 +65,10 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, new_project, corpora, sh) -> Iterator[Pipeline]:
+def pipeline(tmp_path_factory, new_project, corpora, sh,
+             forget_tracking_uri) -> Iterator[Pipeline]:
     """`rnnpipe run` once in a temp project; the module's tests then run inside the project
     against its store, as a user would."""
-    previous_uri = mlflow.get_tracking_uri()
     with pytest.MonkeyPatch.context() as patch:
         root = tmp_path_factory.mktemp("mlflow") / "project"
         # The corpus lives in corpus/, the folder dvc.yaml hashes for bring-your-own data.
@@ -85,7 +87,7 @@ def pipeline(tmp_path_factory, new_project, corpora, sh) -> Iterator[Pipeline]:
             commit=sh(["git", "rev-parse", "HEAD"], root).stdout.strip(),
             lock=yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")),
             labels=vocab["labels"], output=result.stdout + result.stderr)
-    mlflow.set_tracking_uri(previous_uri)  # later test modules get the store they had
+    forget_tracking_uri()  # later tests get the store they had
 
 
 @pytest.fixture(scope="module")
@@ -329,14 +331,14 @@ def test_scoring_failure_fails_evaluate_with_the_scorers_error(pipeline: Pipelin
     versions = len(client.search_model_versions(f"name = '{NAME}'"))
     before = {r.info.run_id for r in pipeline.runs()}
     metrics = (pipeline.root / "reports" / "metrics.json").read_bytes()
-    test_tokens = pipeline.root / "data" / "tokens" / "test.tsv"
-    hidden = test_tokens.with_name("test.tsv.hidden")
-    test_tokens.rename(hidden)
+    test_ids = ids_dir("test") / "ids.npy"  # the test split's token ids, as vocab wrote them
+    hidden = pipeline.root / test_ids.with_name("ids.npy.hidden")
+    (pipeline.root / test_ids).rename(hidden)
     try:
         failed = sh(["rnnpipe", "evaluate"], pipeline.root, check=False, timeout=300)
     finally:
-        hidden.rename(test_tokens)
-    message = "data/tokens/test.tsv: missing; run the vocabulary step first (rnnpipe vocab)"
+        hidden.rename(pipeline.root / test_ids)
+    message = f"{test_ids}: missing; run the vocabulary step first (rnnpipe vocab)"
     assert failed.returncode == 2, failed.stderr
     assert failed.stderr.count(message) == 1, failed.stderr
     assert failed.stderr.strip().splitlines()[-1] == f"rnnpipe: error: {message}"

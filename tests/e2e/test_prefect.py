@@ -48,6 +48,7 @@ def prefect_client(api: SimpleNamespace) -> Iterator[Any]:
         yield client
 
 
+
 def wait_for(check, what: str, timeout: float, log: Path) -> Any:
     """Poll `check` until it returns something truthy; fail with `log`'s tail otherwise."""
     deadline = time.monotonic() + timeout

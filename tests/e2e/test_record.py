@@ -36,6 +36,7 @@ ZH_LABELS = ["neg", "pos"]
 EN_LABELS = ["business", "politics", "science", "sports", "tech"]
 
 
+
 @dataclass
 class Run:
     """One execution in the workspace: its MLflow run, and `dvc.lock` right after it."""
@@ -129,17 +130,16 @@ def provenance(run: Run) -> dict[str, str]:
             if k.startswith("dvc.md5.")}
 
 
-def logged_model_md5(ws: Workspace, run: Run, tmp_path: Path) -> str:
+def logged_model_md5(ws: Workspace, run: Run, tmp_path: Path, forget_tracking_uri) -> str:
     """The MD5 of `model.keras` inside the model the run logged."""
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(ws.store)
+    mlflow.set_tracking_uri(ws.store)  # models:/ resolves in the global store only
     try:
         local = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=run.tags["rnnpipe.model_uri"], dst_path=str(tmp_path)))
     finally:
-        mlflow.set_tracking_uri(previous)
+        forget_tracking_uri()
     return hashlib.md5((local / "artifacts" / "model.keras").read_bytes()).hexdigest()
 
 
@@ -204,7 +204,8 @@ def test_one_fixed_name_for_both_refuses_the_other_label_set(workspace: Workspac
 
 @pytest.mark.parametrize("name", ["zh", "en"])  # `dvc repro` first, then `rnnpipe run`
 def test_provenance_is_what_dvc_lock_records_after_the_run(workspace: Workspace, name: str,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path,
+                                                            forget_tracking_uri) -> None:
     run = workspace.runs[name]
     assert run.tags["rnnpipe.entry_point"] == ("evaluate" if name == "zh" else "prefect")
     tags = provenance(run)
@@ -213,7 +214,8 @@ def test_provenance_is_what_dvc_lock_records_after_the_run(workspace: Workspace,
     for path, md5 in tags.items():
         assert md5 == outs[path], path
     # The model the run logged is the file those hashes describe.
-    assert tags["models/model.keras"] == logged_model_md5(workspace, run, tmp_path)
+    assert tags["models/model.keras"] == logged_model_md5(workspace, run, tmp_path,
+                                                          forget_tracking_uri)
 
 
 def test_the_second_run_records_its_own_data_not_the_first_runs(workspace: Workspace) -> None:

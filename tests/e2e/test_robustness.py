@@ -29,6 +29,7 @@ TRAIN_FILES = ("models/model.keras", "reports/history.csv", "reports/train.json"
 RESUME_EPOCHS = 8
 
 
+
 def leftovers(root: Path) -> list[str]:
     """Temporary files an atomic write would leave if it had been interrupted."""
     return [str(p.relative_to(root)) for p in root.rglob("*") if ".tmp" in p.name]
@@ -110,7 +111,7 @@ def test_sigkilled_training_resumes_and_ends_like_an_uninterrupted_run(
 # --- two pipelines, one MLflow store -----------------------------------------------------------
 
 def test_two_pipelines_log_to_one_new_sqlite_store_at_once(tmp_path: Path, new_project,
-                                                           corpora) -> None:
+                                                           corpora, forget_tracking_uri) -> None:
     """Two checkouts, `dvc repro` in both at the same moment, one SQLite store that neither has
     created yet: both finish, with complete FINISHED runs (params, metrics, model), each model
     registered in its dataset's lineage."""
@@ -156,12 +157,11 @@ def test_two_pipelines_log_to_one_new_sqlite_store_at_once(tmp_path: Path, new_p
         assert len(client.get_metric_history(r.info.run_id, "history/val_loss")) == 2
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id, "reports")}
         assert "reports/metrics.json" in artifacts
-        previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(store)
         try:
             model = mlflow.models.get_model_info(r.data.tags["rnnpipe.model_uri"])
         finally:
-            mlflow.set_tracking_uri(previous)
+            forget_tracking_uri()
         assert "python_function" in model.flavors
     for name in projects:
         (version,) = client.search_model_versions(f"name = 'rnnpipe-{name}'")

@@ -10,6 +10,7 @@ from rnnpipe.model.text import (
     TOKENIZERS,
     default_workers,
     encode,
+    segment,
     tokenize,
     tokenize_many,
     truncated,
@@ -85,3 +86,46 @@ def test_head_and_tail_with_a_tiny_max_len():
     tokens = ["a", "b", "c", "d", "e"]
     assert list(truncated(tokens, 1, "head+tail")) == ["e"]  # no room for a head
     assert list(truncated(tokens, 4, "head+tail")) == ["a", "c", "d", "e"]
+
+
+def decode_chunks(results) -> list[tuple[object, list[list[str]]]]:
+    """`segment`'s results back to tokens per text."""
+    out = []
+    for tag, tokens, ids, lengths in results:
+        ends = np.cumsum(lengths)
+        out.append((tag, [[tokens[i] for i in ids[end - n:end]]
+                          for n, end in zip(lengths.tolist(), ends.tolist(), strict=True)]))
+    return out
+
+
+@pytest.mark.parametrize("tokenizer", ["jieba", "char", "word"])
+def test_segment_streams_chunks_in_order_in_parallel(tokenizer):
+    texts = [f"第{i}本书非常好看，但是价格太贵了 Price {i} isn't bad" for i in range(600)]
+    texts[5] = ""
+    chunks = [(f"chunk{i}", texts[i:i + 37]) for i in range(0, len(texts), 37)]
+    serial = decode_chunks(segment(iter(chunks), tokenizer, workers=1))
+    assert [tag for tag, _ in serial] == [tag for tag, _ in chunks]
+    assert [t for _, part in serial for t in part] == [tokenize(t, tokenizer) for t in texts]
+    assert decode_chunks(segment(iter(chunks), tokenizer, workers=2, in_flight=1)) == serial
+
+
+def test_segment_submits_only_a_few_chunks_ahead():
+    """Chunks are pulled from the input as results are taken: memory stays flat."""
+    pulled = []
+
+    def chunks():
+        for i in range(50):
+            pulled.append(i)
+            yield i, ["好书"] * 10
+
+    results = segment(chunks(), "char", workers=2, in_flight=2)
+    next(results)
+    assert len(pulled) <= 2 * 2 + 1
+    assert sum(1 for _ in results) == 49
+
+
+def test_segment_ids_are_local_to_the_chunk():
+    ((tag, tokens, ids, lengths),) = list(segment([("t", ["b a b", "c", ""])], "word", 1))
+    assert tag == "t" and tokens == ["b", "a", "c"]
+    assert ids.tolist() == [0, 1, 0, 2] and lengths.tolist() == [3, 1, 0]
+    assert ids.dtype == lengths.dtype == np.int32

@@ -10,11 +10,14 @@ import pytest
 from rnnpipe.config import TrainParams
 from rnnpipe.io import read_json
 from rnnpipe.model import training
+from rnnpipe.model.ragged import RaggedIds, RaggedInputs
+from rnnpipe.model.text import encode
 from rnnpipe.model.training import (
     MIN_LEARNING_RATE,
     PROGRESS_EVERY_S,
     EpochEnd,
     FitPolicy,
+    LogProgress,
     ProgressLines,
     class_weights,
     fit_callbacks,
@@ -229,13 +232,13 @@ def test_progress_lines_within_an_epoch(monkeypatch):
     progress = ProgressLines(steps_per_epoch=10, batch_size=32, max_epochs=3, write=lines.append)
     progress.on_epoch_begin(0)
     for batch in range(4):
-        clock.now += 7  # 28 s: not yet
+        clock.now += 4  # 16 s: not yet
         progress.on_train_batch_end(batch, {"loss": 0.9})
     assert lines == []
-    clock.now += 2  # 30 s since the epoch began
+    clock.now += PROGRESS_EVERY_S - 16  # 20 s since the epoch began
     progress.on_train_batch_end(4, {"loss": 0.8})
-    assert lines == ["train: epoch 1/3, batch 5/10 (50%), loss 0.8000, 5 examples/s, "
-                     "~30 s left in this epoch"]
+    assert lines == ["train: epoch 1/3, batch 5/10 (50%), loss 0.8000, 8 examples/s, "
+                     "~20 s left in this epoch"]
     clock.now += PROGRESS_EVERY_S - 1
     progress.on_train_batch_end(5, {"loss": 0.7})
     assert len(lines) == 1
@@ -245,7 +248,7 @@ def test_progress_lines_within_an_epoch(monkeypatch):
     clock.now += 10
     progress.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75, "val_loss": 0.6,
                               "val_accuracy": 0.7, "val_macro_f1": 0.65})
-    assert lines[2] == ("train: epoch 1/3 in 70 s: loss 0.5000, accuracy 0.7500; validation loss "
+    assert lines[2] == ("train: epoch 1/3 in 50 s: loss 0.5000, accuracy 0.7500; validation loss "
                         "0.6000, accuracy 0.7000, macro-F1 0.6500")
     progress.on_epoch_begin(1)
     clock.now += 5
@@ -269,3 +272,40 @@ def test_fit_callbacks_print_lines_when_not_on_a_terminal(tmp_path, monkeypatch)
     monkeypatch.setattr(training.sys, "stdout", Stdout(True))
     callbacks, verbose = fit_callbacks(*args)
     assert [type(c) for c in callbacks] == [EpochEnd] and verbose == 1
+
+
+def test_batches_from_ragged_ids_equal_batches_from_a_padded_matrix():
+    """The train step feeds ragged ids cut at max_len; the batches, epoch by epoch, are those of
+    the padded matrix `encode` would make (so the model, and its metrics, are the same)."""
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(2, 30, size=rng.integers(0, 25)).tolist() for _ in range(70)]
+    y = rng.integers(0, 3, size=70).astype(np.int32)
+    tokens = [[f"t{i}" for i in row] for row in rows]
+    padded = encode(tokens, {f"t{i}": i for i in range(30)}, 12, "head+tail")
+    ragged = RaggedInputs(RaggedIds.from_rows(rows, y), 12, "head+tail")
+    weights = class_weights(y, 3)
+    assert _epochs(training_batches(ragged, y, 8, 3, 0, 2, weights)) == \
+        _epochs(training_batches(padded, y, 8, 3, 0, 2, weights))
+
+
+def test_validation_from_ragged_ids(tmp_path):
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.0, 1.0]], dtype="float32")
+    ragged = RaggedInputs(RaggedIds.from_rows([[1], [2, 5], [3], [4, 7, 7]], [0, 1, 1, 0]), 8)
+    callback = EpochEnd(FitPolicy(1, 0, eval_batch_size=3), new_state("k", 0.1), tmp_path,
+                        (ragged, np.array([0, 1, 1, 0])), 2, lambda row: None)
+    callback.set_model(FakeModel(probs))
+    result = callback.validation_scores()
+    assert result["val_accuracy"] == 0.5 and result["val_macro_f1"] == pytest.approx(0.5)
+
+
+def test_validation_progress_lines(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(training.time, "monotonic", clock)
+    lines: list[str] = []
+    progress = LogProgress("train: validation", 1000, write=lines.append)
+    for _ in range(10):
+        clock.now += 5
+        progress(100)
+    assert lines == ["train: validation: 400 of 1,000 documents (40%), 20 documents/s, "
+                     "~30 s left", "train: validation: 800 of 1,000 documents (80%), "
+                     "20 documents/s, ~10 s left"]

@@ -45,7 +45,7 @@ def workspace(tmp_path_factory, corpora, tiny_train) -> Path:
     ingest(IngestParams(source=str(corpus), val_size=0.2, test_size=0.2), data,
            reports / "ingest.json")
     vocabulary(VocabParams(tokenizer="word", min_count=1, workers=1), data, reports / "vocab.json")
-    train(dataclasses.replace(TrainParams(**tiny_train), max_epochs=1), tokens_dir=data / "tokens",
+    train(dataclasses.replace(TrainParams(**tiny_train), max_epochs=1), ids_root=data / "ids",
           vocab_path=data / "vocab.json", model_path=root / "models" / "model.keras",
           history_path=reports / "history.csv", summary_path=reports / "train.json",
           checkpoint_dir=root / ".rnnpipe" / "checkpoint")
@@ -56,7 +56,7 @@ def run_evaluate(root: Path, reports: Path) -> dict:
     return evaluate(EvaluateParams().batch_size, model_path=root / "models" / "model.keras",
                     vocab_path=root / "data" / "vocab.json",
                     preprocessing_path=root / "models" / "preprocessing.json",
-                    tokens_dir=root / "data" / "tokens",
+                    ids_root=root / "data" / "ids",
                     test_texts_path=root / "data" / "test.tsv",
                     history_path=root / "reports" / "history.csv", reports=reports)
 
@@ -184,6 +184,7 @@ def test_class_report_layout(tmp_path):
 
 
 def test_baseline_uses_the_same_tokens(workspace):
-    result = baseline_scores(workspace / "data" / "tokens")
+    data = workspace / "data"
+    result = baseline_scores(data / "ids", vocab_path=data / "vocab.json")
     assert set(result) == {"test_accuracy", "test_macro_f1"}
-    assert result == baseline_scores(workspace / "data" / "tokens")
+    assert result == baseline_scores(data / "ids", vocab_path=data / "vocab.json")

@@ -5,11 +5,16 @@ nothing."""
 from __future__ import annotations
 
 import json
+import random
+import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from rnnpipe import heartbeat
 from rnnpipe.config import IngestParams, Params
+from rnnpipe.corpus import readers, sources
 from rnnpipe.datafiles import read_split
 from rnnpipe.errors import DataError
 from rnnpipe.paths import SPLITS
@@ -202,3 +207,107 @@ def test_main_notes_a_source_dvc_cannot_see(tmp_path, corpora, in_dir, capsys):
     assert (tmp_path / "reports" / "ingest.json").exists()
     ingest_step.main(Params(ingest=IngestParams(source="corpus/inside.tsv")))
     assert "note" not in capsys.readouterr().err
+
+
+# --- streaming: the same splits as holding every document, in a few bytes per document -------
+
+def reference_splits(rows: list[tuple[str, str]], val_size: float, test_size: float,
+                     seed: int) -> dict[str, bytes]:
+    """The split files as ingest wrote them when it held every document (rnnpipe <= 0.2)."""
+    labels_of: dict[str, set[str]] = {}
+    for label, text in rows:
+        labels_of.setdefault(text, set()).add(label)
+    seen, kept = set(), []
+    for label, text in rows:
+        if len(labels_of[text]) == 1 and text not in seen:
+            seen.add(text)
+            kept.append((label, text))
+    by_label: dict[str, list] = {}
+    for row in kept:
+        by_label.setdefault(row[0], []).append(row)
+    rng = np.random.default_rng(seed)
+    splits = {name: [] for name in SPLITS}
+    for label in sorted(by_label):
+        group = by_label[label]
+        order = rng.permutation(len(group))
+        n_test = min(max(1, round(len(group) * test_size)), len(group) - 2)
+        n_val = min(max(1, round(len(group) * val_size)), len(group) - n_test - 1)
+        picked = [group[i] for i in order]
+        splits["test"] += picked[:n_test]
+        splits["val"] += picked[n_test:n_test + n_val]
+        splits["train"] += picked[n_test + n_val:]
+    for name in SPLITS:
+        order = rng.permutation(len(splits[name]))
+        splits[name] = [splits[name][i] for i in order]
+    return {name: "".join(f"{l}\t{t}\n" for l, t in splits[name]).encode() for name in SPLITS}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_splits_are_those_of_holding_every_document(tmp_path, seed):
+    """Duplicates, conflicts, uneven labels: byte for byte the splits of the in-memory
+    algorithm, and every label in every split in the same proportions."""
+    rng = random.Random(seed)
+    labels = ["体育", "财经", "科技", "a"][: rng.randint(2, 4)]
+    rows = [(rng.choice(labels), f"文本 {rng.randint(0, 400)} {'好' * rng.randint(1, 3)}")
+            for _ in range(rng.randint(100, 600))]
+    path = tmp_path / "c.tsv"
+    path.write_text("".join(f"{l}\t{t}\n" for l, t in rows), encoding="utf-8")
+    val_size, test_size = rng.choice([(0.1, 0.1), (0.2, 0.15), (0.05, 0.3)])
+    summary = run_ingest(tmp_path, path, val_size=val_size, test_size=test_size, seed=seed)
+    expected = reference_splits(rows, val_size, test_size, seed)
+    for name in SPLITS:
+        assert (tmp_path / "data" / f"{name}.tsv").read_bytes() == expected[name], name
+    for label, counts in summary["classes"].items():
+        assert min(counts.values()) >= 1, label
+    assert sum(summary["splits"].values()) == summary["documents_kept"]
+
+
+def test_a_corpus_that_changes_between_the_two_readings(tmp_path, monkeypatch):
+    path = tmp_path / "c.tsv"
+    path.write_text("".join(f"{'pos' if i % 2 else 'neg'}\t第{i}条\n" for i in range(30)))
+    readings = []
+    original = sources.file_chunks
+
+    def file_chunks(p):
+        readings.append(p)
+        if len(readings) == 2:  # the second pass reads other text
+            return lambda: iter([b"pos\tchanged\n" * 30])
+        return original(p)
+
+    monkeypatch.setattr(sources, "file_chunks", file_chunks)
+    with pytest.raises(DataError, match=r"c\.tsv: changed while it was being read; run ingest"):
+        run_ingest(tmp_path, path)
+    assert not (tmp_path / "ingest.json").exists()
+    assert not [p for p in (tmp_path / "data").iterdir() if p.is_file()]
+
+
+def test_progress_lines_in_a_log(tmp_path, zh_tsv, monkeypatch, capsys):
+    monkeypatch.setattr(heartbeat, "LINE_EVERY_S", 0.0)
+    run_ingest(tmp_path, zh_tsv)
+    err = capsys.readouterr().err
+    assert "ingest: reading: " in err and "documents/s" in err
+    assert "ingest: writing splits: " in err and "of 80 (" in err and "s left" in err
+
+
+def peak_bytes(tmp_path: Path, n: int) -> int:
+    """tracemalloc's peak while ingesting `n` distinct documents."""
+    path = tmp_path / f"c{n}.tsv"
+    path.write_text("".join(f"{'pos' if i % 3 else 'neg'}\t文档 {i} {'内容' * (i % 20)}\n"
+                            for i in range(n)), encoding="utf-8")
+    tracemalloc.start()
+    try:
+        run_ingest(tmp_path / str(n), path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_per_document_is_a_few_bytes(tmp_path, monkeypatch):
+    """Holding every document costs hundreds of bytes each; ingest keeps 22 (hash, label id,
+    line length), ~28 at its peak. (Blocks of 4 kB: the lines of one 1 MB block,
+    held while it is parsed, would hide the per-document cost at these sizes.)"""
+    monkeypatch.setattr(readers, "BLOCK", 4096)
+    peak_bytes(tmp_path, 200)  # the first run imports what the others find imported
+    small, large = peak_bytes(tmp_path, 5_000), peak_bytes(tmp_path, 45_000)
+    per_document = (large - small) / 40_000
+    assert per_document < 40, f"{per_document:.0f} bytes per document"

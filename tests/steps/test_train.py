@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from rnnpipe.config import IngestParams, Params, TrainParams, VocabParams
-from rnnpipe.datafiles import read_tokens
+from rnnpipe.datafiles import IDS_FILES, read_ids, write_ids
 from rnnpipe.errors import DataError
 from rnnpipe.io import read_json
 from rnnpipe.model.network import load_model
 from rnnpipe.model.vocabulary import Vocabulary
 from rnnpipe.steps import train as train_step
 from rnnpipe.steps.ingest import ingest
-from rnnpipe.steps.train import choose_max_len, fingerprint, label_ids, read_split_tokens, train
+from rnnpipe.steps.train import choose_max_len, fingerprint, label_ids, read_split_ids, train
 from rnnpipe.steps.vocab import vocabulary
 
 HISTORY_HEADER = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,val_macro_f1,learning_rate"
@@ -47,7 +47,7 @@ def tiny(tiny_train) -> TrainParams:
 
 
 def run_train(out: Path, data: Path, params: TrainParams, **kwargs) -> dict:
-    return train(params, tokens_dir=data / "tokens", vocab_path=data / "vocab.json",
+    return train(params, ids_root=data / "ids", vocab_path=data / "vocab.json",
                  model_path=out / "models" / "model.keras",
                  history_path=out / "reports" / "history.csv",
                  summary_path=out / "reports" / "train.json",
@@ -90,8 +90,7 @@ def test_train_writes_model_preprocessing_history_and_summary(trained, prepared)
 
 def test_max_len_auto_is_the_train_splits_95th_percentile(trained, prepared):
     out, summary, _ = trained
-    _, tokens = read_tokens(prepared / "tokens" / "train.tsv")
-    lengths = np.array([len(t) for t in tokens])
+    lengths = np.diff(read_ids(prepared / "ids" / "train").offsets)
     expected = math.ceil(np.percentile(lengths, 95))
     assert summary["max_len"] == expected
     assert read_json(out / "models" / "preprocessing.json")["max_len"] == expected
@@ -144,11 +143,13 @@ def test_resume_continues_from_the_checkpoint(trained, prepared, tiny, tmp_path)
 
 
 def test_a_checkpoint_of_other_params_is_not_resumed(prepared, tiny, tmp_path):
-    key = fingerprint(tiny, [prepared / "vocab.json", prepared / "tokens" / "train.tsv"])
-    assert key == fingerprint(tiny, [prepared / "vocab.json", prepared / "tokens" / "train.tsv"])
+    train_ids = [prepared / "ids" / "train" / name for name in IDS_FILES]
+    val_ids = [prepared / "ids" / "val" / name for name in IDS_FILES]
+    key = fingerprint(tiny, [prepared / "vocab.json", *train_ids])
+    assert key == fingerprint(tiny, [prepared / "vocab.json", *train_ids])
     assert key != fingerprint(dataclasses.replace(tiny, learning_rate=0.02),
-                              [prepared / "vocab.json", prepared / "tokens" / "train.tsv"])
-    assert key != fingerprint(tiny, [prepared / "vocab.json", prepared / "tokens" / "val.tsv"])
+                              [prepared / "vocab.json", *train_ids])
+    assert key != fingerprint(tiny, [prepared / "vocab.json", *val_ids])
 
 
 def test_class_weights_and_still_improving_through_main(prepared, tiny, tmp_path, in_dir, capsys):
@@ -227,11 +228,13 @@ def test_missing_embeddings_file(prepared, tiny, tmp_path):
 
 def test_bad_inputs_name_the_file(prepared, tmp_path):
     vocab = Vocabulary.load(prepared / "vocab.json")
-    with pytest.raises(DataError, match=r"val\.tsv: label 'meh' is not in the vocabulary"):
-        label_ids(["pos", "meh"], vocab, tmp_path / "val.tsv")
-    (tmp_path / "tokens").mkdir()
-    (tmp_path / "tokens" / "val.tsv").write_text("")
+    with pytest.raises(DataError, match=r"val: label id 2 is not in the vocabulary's label map "
+                                        r"\(2 labels\)"):
+        label_ids(np.array([0, 2]), vocab, tmp_path / "val")
+    assert label_ids(np.array([1, 0]), vocab, tmp_path / "val").tolist() == [1, 0]
+    with write_ids(tmp_path / "ids" / "val"):
+        pass
     with pytest.raises(DataError, match="the val split is empty"):
-        read_split_tokens("val", tmp_path / "tokens")
+        read_split_ids("val", tmp_path / "ids")
     with pytest.raises(DataError, match="run the vocabulary step first"):
-        read_split_tokens("train", tmp_path / "tokens")
+        read_split_ids("train", tmp_path / "ids")

@@ -9,8 +9,9 @@ validation data, that leaves the project as it found it.
   of the project (`flows.trials`), and each trial in a copy of that, on the project's DVC cache.
   Trials are ranked by validation accuracy or macro-F1; the winner's test score is reported
   beside it, never used to choose. The sweep then prints how to apply the winner, and
-  `--apply-best` does it: its params go into `params.yaml` and its outputs are checked out from
-  the cache, so `dvc status` is clean without training again.
+  `--apply-best` does it: its params go into `params.yaml`, its outputs are checked out from
+  the cache and its reports (which DVC does not cache) written, so `dvc status` is clean without
+  training again.
 - MLflow: one parent run and one nested run per trial (`mlflow.parentRunId`), created here and
   handed to the trial's steps as `MLFLOW_RUN_ID`. Trials do not register their models; the best
   one goes through the same promotion gate as a pipeline run's.
@@ -25,6 +26,7 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,14 @@ from prefect.states import Failed
 from flows.pipeline import flow_run_tags, in_project
 from flows.stages import retry_unless_user_error
 from flows.trials import (
+    bundle,
     make_workspace,
     project_cache,
+    remote_config,
     repro,
     restore_outputs,
     stage_outputs,
+    unbundle,
     uncached_outputs,
 )
 from rnnpipe.config import (
@@ -89,20 +94,54 @@ def describe(overrides: dict[str, Any]) -> str:
 @task(task_run_name="trial-{number}", retries=1, retry_delay_seconds=5,
       retry_condition_fn=retry_unless_user_error, cache_policy=NO_CACHE)
 def run_trial(number: int, overrides: dict[str, Any], run_id: str, base: str, cache_dir: str,
-              env: dict[str, str]) -> dict[str, Any]:
+              env: dict[str, str], bundle_run: str | None = None) -> dict[str, Any]:
     """One trial in its own copy of the base workspace: its params written, `dvc repro
     evaluate`; returns its metrics, its `dvc.lock` and its outputs DVC does not cache (what
-    `--apply-best` checks out and writes)."""
+    `--apply-best` checks out and writes).
+
+    A worker that sees the base workspace and the project's cache (a local cluster, or one
+    sharing the file system) copies it and adds its outputs to that cache. One that does not (a
+    cluster on other machines) downloads the base as a bundle from the parent run `bundle_run`
+    on the MLflow server, works on a private cache, and pushes its outputs to the project's DVC
+    remote for `--apply-best`.
+    """
     workdir = Path(tempfile.mkdtemp(prefix=f"rnnpipe-trial-{number}-"))
+    shared = Path(base).is_dir() and Path(cache_dir).is_dir()
     try:
-        make_workspace(Path(base), workdir, cache_dir)
+        if shared or bundle_run is None:
+            make_workspace(Path(base), workdir, cache_dir)
+        else:
+            unbundle(download_bundle(bundle_run, env, workdir.parent), workdir)
         write_overrides(workdir / PARAMS_FILE, {**overrides, "register.enabled": False})
         repro(workdir, TRIAL_TARGET, {**env, "MLFLOW_RUN_ID": run_id})
+        if not shared:
+            push(workdir)
         return {"metrics": read_json(workdir / METRICS_FILE),
                 "dvc_lock": (workdir / DVC_LOCK).read_text(encoding="utf-8"),
                 "uncached": uncached_outputs(workdir)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+BUNDLE_ARTIFACT = "sweep/workspace.tar.gz"
+
+
+def download_bundle(run_id: str, env: dict[str, str], folder: Path) -> Path:
+    """The base workspace's bundle, from the sweep's parent run."""
+    import mlflow
+
+    return Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=BUNDLE_ARTIFACT, dst_path=str(folder),
+        tracking_uri=env["MLFLOW_TRACKING_URI"]))
+
+
+def push(workdir: Path) -> None:
+    """`dvc push` a trial's outputs to the project's default remote, if it has one."""
+    from dvc.repo import Repo
+
+    with Repo(str(workdir)) as repo:
+        if repo.config["core"].get("remote"):
+            repo.push()
 
 
 def watch(trials: list[dict[str, Any]], futures: list[Any]) -> None:
@@ -158,10 +197,12 @@ def ranking_key(metric: str):
 
 @flow(name="rnnpipe-sweep", log_prints=True)
 def sweep_flow(overrides: dict[str, Any] | None = None, root: str = ".",
-               apply_best: bool = False) -> dict[str, Any]:
+               apply_best: bool = False, ship_bundle: bool = False) -> dict[str, Any]:
     """Shared steps once, then every trial in parallel on the flow's task runner, then the
     table, the gate for the best trial, and (`apply_best`) its params and outputs in the
-    project. Returns the parent run id and the ranked trials."""
+    project. `ship_bundle` (an external cluster) logs the base workspace on the parent run for
+    workers that cannot see this machine's folders. Returns the parent run id and the ranked
+    trials."""
     from rnnpipe.tracking.runs import RunLog, create_run
     from rnnpipe.tracking.store import client
 
@@ -186,19 +227,27 @@ def sweep_flow(overrides: dict[str, Any] | None = None, root: str = ".",
     try:
         cache_dir = project_cache(project)
         base = make_workspace(project, scratch / "base", cache_dir,
-                              stage_outputs(project, ("ingest", "vocab", "train", "evaluate")))
+                              stage_outputs(project, ("ingest", "vocab", "train", "evaluate")),
+                              remote_config(project))
         if overrides:
             write_overrides(base / PARAMS_FILE, overrides)
         print("sweep: shared steps (ingest, vocab) in a scratch copy of the project", flush=True)
         repro(base, SHARED_STAGES[-1])
+        if ship_bundle:
+            parent.log_artifact(bundle(base, scratch / Path(BUNDLE_ARTIFACT).name),
+                                str(Path(BUNDLE_ARTIFACT).parent))
         for number, (plan, trial) in enumerate(zip(plans, per_trial, strict=True), start=1):
-            run_id = create_run(store, trial, "sweep", name=f"trial-{number} {describe(plan)}",
+            # What the trial runs with: it leaves registration to the sweep.
+            unregistered = replace(trial, register=replace(trial.register, enabled=False))
+            run_id = create_run(store, unregistered, "sweep",
+                                name=f"trial-{number} {describe(plan)}",
                                 tags={"mlflow.parentRunId": parent.run_id,
                                       "rnnpipe.sweep": "trial", "rnnpipe.sweep.trial": number})
             rows.append({"trial": number, "overrides": plan, "run_id": run_id})
         env = {"MLFLOW_TRACKING_URI": store.tracking_uri}
         futures = [run_trial.submit(r["trial"], r["overrides"], r["run_id"], str(base),
-                                    cache_dir, env) for r in rows]
+                                    cache_dir, env, parent.run_id if ship_bundle else None)
+                   for r in rows]
         watch(rows, futures)
         for row, future in zip(rows, futures, strict=True):
             trial_run = RunLog(store, row["run_id"])
@@ -294,8 +343,13 @@ def apply(project: Path, overrides: dict[str, Any], dvc_lock: str,
     write_overrides(project / PARAMS_FILE, overrides)
     with atomic_open(project / DVC_LOCK) as fh:
         fh.write(dvc_lock)
+    from dvc.exceptions import CheckoutError
+
     with Repo(str(project)) as repo:
-        repo.checkout(force=True)
+        try:
+            repo.checkout(force=True)
+        except CheckoutError:  # trials on other machines pushed their outputs to the remote
+            repo.pull(force=True)
     restore_outputs(project, uncached)
     print(f"sweep: applied the best trial to {project}: params.yaml ({describe(overrides)}), "
           f"dvc.lock and its outputs")
@@ -329,7 +383,7 @@ def sweep(address: str | None = None, overrides: dict[str, Any] | None = None,
     # shutdown; the trials' own progress is what matters here.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     runner = task_runner(params.sweep.workers, address)
-    state = sweep_flow.with_options(task_runner=runner)(
+    state = sweep_flow.with_options(task_runner=runner)(ship_bundle=address is not None,
         overrides=overrides or None, root=root, apply_best=apply_best, return_state=True)
     result = state.result(raise_on_failure=False)
     if state.is_failed():

@@ -52,9 +52,10 @@ def _link_or_copy(src: str, dst: str) -> str:
 
 
 def make_workspace(source: Path, workdir: Path, cache_dir: str,
-                   leave_out: set[str] = frozenset()) -> Path:
+                   leave_out: set[str] = frozenset(), remotes: dict | None = None) -> Path:
     """Copy `source`'s tree into `workdir` (see the module docstring) without `leave_out`
-    (relative paths), and make it a DVC repository on `cache_dir`."""
+    (relative paths), and make it a DVC repository on `cache_dir` with `remotes`
+    (`remote_config`; a trial's copy keeps the base's)."""
     skipped = {Path(p) for p in leave_out}
 
     def ignore(folder: str, names: list[str]) -> set[str]:
@@ -72,12 +73,7 @@ def make_workspace(source: Path, workdir: Path, cache_dir: str,
         if target.exists():
             target.unlink()
             shutil.copy2(source / name, target)
-    dvc_dir = workdir / ".dvc"
-    dvc_dir.mkdir(exist_ok=True)
-    (dvc_dir / "config").write_text(
-        "[core]\n    no_scm = true\n    analytics = false\n    check_update = false\n"
-        f"    site_cache_dir = {dvc_dir / 'tmp' / 'site'}\n"
-        f"[cache]\n    dir = {cache_dir}\n", encoding="utf-8")
+    write_dvc_config(workdir, cache_dir, remotes)
     return workdir
 
 
@@ -112,6 +108,73 @@ def restore_outputs(project: Path, outputs: dict[str, dict[str, bytes]]) -> None
         for rel, data in files.items():
             with atomic_path(project / rel) as tmp:
                 tmp.write_bytes(data)
+
+
+BUNDLE_SKIPPED = {".dvc/tmp", ".dvc/cache"}
+
+
+def remote_config(project: Path) -> dict:
+    """The DVC remotes of the project's committed `.dvc/config` and its default remote (not
+    `config.local`: credentials stay on this machine; a worker brings its own through its
+    environment)."""
+    from configobj import ConfigObj
+
+    config = ConfigObj(str(project / ".dvc" / "config"))
+    remotes = {name: dict(section) for name, section in config.items()
+               if name.startswith("remote ")}
+    default = config.get("core", {}).get("remote")
+    return {"remotes": remotes, "default": default}
+
+
+def write_dvc_config(workdir: Path, cache_dir: str, remotes: dict | None = None) -> None:
+    """`.dvc/config` of a workspace: no git, no analytics, this cache, the project's remotes."""
+    from configobj import ConfigObj
+
+    dvc_dir = workdir / ".dvc"
+    dvc_dir.mkdir(exist_ok=True)
+    config = ConfigObj(encoding="utf-8")
+    config.filename = str(dvc_dir / "config")
+    config["core"] = {"no_scm": "true", "analytics": "false", "check_update": "false",
+                      "site_cache_dir": str(dvc_dir / "tmp" / "site")}
+    if remotes and remotes.get("default"):
+        config["core"]["remote"] = remotes["default"]
+    for name, section in (remotes or {}).get("remotes", {}).items():
+        config[name] = section
+    config["cache"] = {"dir": cache_dir}
+    config.write()
+
+
+def bundle(workdir: Path, destination: Path) -> Path:
+    """`workdir` as a `.tar.gz` a worker that cannot see this machine's folders unpacks
+    (`unbundle`): the code, params, `dvc.yaml`/`dvc.lock` and the shared stages' outputs."""
+    import tarfile
+
+    def skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        name = info.name.removeprefix("./")
+        return None if any(name == s or name.startswith(s + "/") for s in BUNDLE_SKIPPED) \
+            else info
+
+    from rnnpipe.io import atomic_path
+
+    with atomic_path(destination) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        tar.add(workdir, arcname=".", filter=skip)
+    return destination
+
+
+def unbundle(archive: Path, workdir: Path) -> Path:
+    """Unpack a `bundle` into `workdir`: a DVC repository with a private cache, and the
+    project's remotes (kept from the bundle's `.dvc/config`)."""
+    import tarfile
+
+    from configobj import ConfigObj
+
+    with tarfile.open(archive) as tar:
+        tar.extractall(workdir, filter="data")
+    config = ConfigObj(str(workdir / ".dvc" / "config"))
+    remotes = {"remotes": {k: dict(v) for k, v in config.items() if k.startswith("remote ")},
+               "default": config.get("core", {}).get("remote")}
+    write_dvc_config(workdir, str(workdir / ".dvc" / "cache"), remotes)
+    return workdir
 
 
 def repro(workdir: Path, target: str, env: dict[str, str] | None = None) -> str:

@@ -266,6 +266,31 @@ def port() -> Callable[[], int]:
     return free_port
 
 
+def _forget_tracking_uri() -> None:
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+
+
+@pytest.fixture(scope="session")
+def forget_tracking_uri() -> Callable[[], None]:
+    """Undo `mlflow.set_tracking_uri` (which also exports MLFLOW_TRACKING_URI to every process
+    started later): `forget_tracking_uri()`."""
+    return _forget_tracking_uri
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_store_from_other_tests() -> Iterator[None]:
+    """Each module's processes log to their own project's store, whatever MLflow tracking URI an
+    earlier module in this process set."""
+    _forget_tracking_uri()
+    yield
+    _forget_tracking_uri()
+
+
 @pytest.fixture
 def in_dir(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
     """chdir into a directory for the test's duration."""
@@ -274,3 +299,25 @@ def in_dir(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], Path]:
         return path
 
     return enter
+
+
+STRAY = (REPO / "mlflow.db", REPO / "mlruns" / "artifacts" / "0")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remember which stores exist in the checkout before the tests (a developer's own)."""
+    session.config.stash[_STRAY_KEY] = {p for p in STRAY if p.exists()}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a test made an MLflow store in the checkout itself: every test works in
+    its own folder, and rnnpipe must never create MLflow's default store by accident."""
+    if hasattr(session.config, "workerinput"):
+        return  # xdist workers: the controller checks once
+    made = {p for p in STRAY if p.exists()} - session.config.stash.get(_STRAY_KEY, set())
+    if made:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\ntests made MLflow stores in the checkout: {sorted(map(str, made))}")
+
+
+_STRAY_KEY = pytest.StashKey[set]()

@@ -113,7 +113,8 @@ def create_run(mlflow_client: RetryingClient, params: Params, entry: str,
     """Create a run with every param, the provenance of its starter, and a meaningful name."""
     from mlflow.entities import Param
 
-    all_tags = {**run_tags(entry), **(tags or {})}
+    # Strings: a tracking server's REST store refuses other values (SQLite would take them).
+    all_tags = {k: str(v) for k, v in {**run_tags(entry), **(tags or {})}.items()}
     run = mlflow_client.create_run(experiment_id(mlflow_client, params), tags=all_tags,
                                    run_name=name or run_name(params, all_tags))
     batch = [Param(k, v) for k, v in param_values(params).items()]

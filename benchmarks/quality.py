@@ -14,9 +14,10 @@ beforehand and untimed):
    <step>`), each timed on its own; the whole pipeline's time is their sum;
 3. the results are read from `reports/`: the LSTM's and the baseline's test accuracy and
    macro-F1 (`metrics.json`), epochs, best epoch, whether validation was still improving and
-   the `max_len` chosen (`train.json`). The baseline is also fitted here on the validation split
-   (the same vectorizer and classifier, `rnnpipe.steps.evaluate.baseline_scores`), so that a gap
-   can be judged, and experiments chosen, on validation data only.
+   the `max_len` chosen (`train.json`). The baseline is also scored here on the validation split
+   (`rnnpipe.baseline`, the evaluate step's own code, on the same `data/ids/`, checked against
+   the step's test score), so that a gap can be judged, and experiments chosen, on
+   validation data only.
 
 With `--old-rounds N` (default 2), the bundled corpus also runs under an older commit
 (`--old-rev`, default 1d1ed4c, extracted with `git archive`; its own `params.yaml` defaults),
@@ -44,6 +45,7 @@ one run. Accuracy figures do not depend on the load (training is deterministic).
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import importlib.util
 import io
@@ -150,15 +152,41 @@ def set_params(path: Path, overrides: dict[str, Any]) -> dict:
     return params
 
 
-def old_tree(rev: str, scratch: Path) -> Path:
-    """The project files of commit `rev`, extracted with `git archive`."""
-    folder = scratch / f"source-{rev}"
+def tree_of(rev: str | None, scratch: Path, name: str) -> Path:
+    """The project files the scratch projects copy, fixed once for the whole benchmark: those of
+    commit `rev` (`git archive`), or with None a copy of this checkout's working tree as it is
+    now (so that edits made while the benchmark runs do not reach its later runs)."""
+    folder = scratch / f"source-{name}"
     folder.mkdir()
+    if rev is None:
+        for item in COPIED:
+            path = REPO / item
+            if path.is_dir():
+                shutil.copytree(path, folder / item,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            elif path.exists():
+                (folder / item).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, folder / item)
+        return folder
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
                              capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     return folder
+
+
+def describe_code(rev: str | None, source: Path | None) -> str:
+    """What the new runs ran: a commit, or this checkout's HEAD (+ dirty) or another tree."""
+    if source is not None:
+        return str(source)
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "--short", rev or "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    if rev is not None:
+        return head
+    dirty = subprocess.run([*git, "status", "--porcelain", "--", *COPIED], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    return f"{head}{' + uncommitted changes' if dirty else ''} (working tree)"
 
 
 def make_project(where: Path, source: Path, corpus_tsv: Path | None, overrides: dict[str, Any],
@@ -190,19 +218,29 @@ def make_project(where: Path, source: Path, corpus_tsv: Path | None, overrides: 
     return project, params
 
 
-def validation_baseline(project: Path) -> dict:
-    """The evaluate step's baseline (`baseline_scores`, this checkout's), fitted on the train
-    split and scored on the validation split instead of the test split."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from rnnpipe.steps.evaluate import baseline_scores
+def baseline_on(project: Path, splits: tuple[str, ...] = ("val", "test")) -> dict | None:
+    """The evaluate step's baseline (`rnnpipe.baseline`: word uni+bigram TF-IDF, `min_df` 2,
+    sublinear tf; logistic regression, C=4), fitted on the train split's ids and scored on
+    `splits`; None when the project writes no `data/ids/` (older code). The validation score is
+    what the evaluate step does not report; the test score checks it against the step's."""
+    from rnnpipe.baseline import baseline_scores
+    from rnnpipe.config import load_params
+    from rnnpipe.datafiles import read_ids
+    from rnnpipe.model.vocabulary import Vocabulary
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tokens = project / "data" / "tokens"
-        os.symlink(tokens / "train.tsv", Path(tmp) / "train.tsv")
-        os.symlink(tokens / "val.tsv", Path(tmp) / "test.tsv")
-        scores = baseline_scores(Path(tmp))
-    return {"accuracy": scores["test_accuracy"], "macro_f1": scores["test_macro_f1"]}
+    ids = project / "data" / "ids"
+    if not all((ids / split).is_dir() for split in ("train", *splits)):
+        return None
+    vocab = Vocabulary.load(project / "data" / "vocab.json")
+    train = read_ids(ids / "train")
+    cap = load_params(project / "params.yaml").evaluate.baseline_max_documents
+    out = {}
+    for split in splits:
+        result = baseline_scores(train, read_ids(ids / split), len(vocab.tokens),
+                                 len(vocab.labels), max_documents=cap)
+        out[split] = {"accuracy": round(result["test_accuracy"], 6),
+                      "macro_f1": round(result["test_macro_f1"], 6)}
+    return out
 
 
 def read_json(path: Path) -> dict:
@@ -244,6 +282,11 @@ def pipeline(label: str, corpus: str, source: Path, corpus_tsv: Path | None,
         "test_split_sha256": hashlib.sha256(
             (project / "data" / "test.tsv").read_bytes()).hexdigest()[:16],
     }
+    history = reports / "history.csv"
+    if history.exists():  # per-epoch validation curve (new code's column names)
+        rows = list(csv.DictReader(history.open(encoding="utf-8")))
+        record["val_accuracy_per_epoch"] = [float(r["val_accuracy"]) for r in rows]
+        record["val_loss_per_epoch"] = [float(r["val_loss"]) for r in rows]
     fit = re.search(r"; (\d+) s; model at", outputs["train"])
     record["fit_s"] = float(fit.group(1)) if fit else None
     if old:  # 1d1ed4c's metrics.json: scores at the top level, baseline without test_ prefix
@@ -256,9 +299,14 @@ def pipeline(label: str, corpus: str, source: Path, corpus_tsv: Path | None,
                       baseline_acc=base["test_accuracy"], baseline_f1=base["test_macro_f1"],
                       lstm_val_acc=metrics["val"]["accuracy"],
                       lstm_val_f1=metrics["val"]["macro_f1"])
-        val = validation_baseline(project)
-        record.update(baseline_val_acc=val["accuracy"], baseline_val_f1=val["macro_f1"])
-        record["val_gap_points"] = round(100 * (record["lstm_val_acc"] - val["accuracy"]), 2)
+        own = baseline_on(project)
+        if own is not None:
+            val = own["val"]
+            record.update(baseline_val_acc=val["accuracy"], baseline_val_f1=val["macro_f1"])
+            record["val_gap_points"] = round(100 * (record["lstm_val_acc"] - val["accuracy"]), 2)
+            # the copy must score the test split as the evaluate step did
+            record["baseline_copy_matches"] = abs(own["test"]["accuracy"]
+                                                  - record["baseline_acc"]) < 1e-6
     record["gap_points"] = round(100 * (record["lstm_acc"] - record["baseline_acc"]), 2)
     record["f1_gap_points"] = round(100 * (record["lstm_f1"] - record["baseline_f1"]), 2)
     print(f"[{time.strftime('%H:%M:%S')}] {label}: done in {record['total_s']:.0f} s "
@@ -296,7 +344,10 @@ def corpus_table(r: dict) -> str:
         row("val accuracy", r.get("lstm_val_acc"), r.get("baseline_val_acc")),
         row("val macro-F1", r.get("lstm_val_f1"), r.get("baseline_val_f1")), "",
         f"training: {trained}; max_len {r['max_len']}{cut}; train stage {r['train_s']:.0f} s; "
-        f"whole pipeline {r['total_s']:.0f} s ({stages})", ""])
+        f"whole pipeline {r['total_s']:.0f} s ({stages})",
+        *(["WARNING: the validation baseline's copy of the evaluate step's baseline scores the "
+           "test split differently: its validation figures are not comparable"]
+          if r.get("baseline_copy_matches") is False else []), ""])
 
 
 def summary_table(records: list[dict]) -> str:
@@ -404,9 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old-set", dest="old_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="a params.yaml change for the old code's runs "
                         "(its keys: e.g. train.epochs, train.seed)")
-    parser.add_argument("--source", type=Path, default=REPO,
-                        help="the project tree the new runs copy (default: this checkout), e.g. "
-                        "a patched copy for an experiment no param reaches")
+    parser.add_argument("--new-rev", default=None,
+                        help="run the new code of this commit (default: this checkout's working "
+                        "tree, copied once at the start)")
+    parser.add_argument("--source", type=Path, default=None,
+                        help="run the new code of this project tree instead, e.g. a patched copy "
+                        "for an experiment no param reaches")
     parser.add_argument("--corpora-dir", type=Path, default=None,
                         help="where benchmarks/corpora.py builds (and caches) the corpora "
                         "(default: benchmarks/.corpora; --quick: the scratch directory)")
@@ -431,20 +485,22 @@ def main(argv: list[str] | None = None) -> int:
     corpora_dir = args.corpora_dir or (scratch / "corpora" if args.quick
                                        else REPO / "benchmarks" / ".corpora")
     results: dict[str, Any] = {"corpora": [], "old_rev": args.old_rev, "overrides": extra,
-                               "source": str(args.source.resolve()),
+                               "new_code": describe_code(args.new_rev, args.source),
                                "quick": args.quick, "load_at_start": os.getloadavg()}
     try:
+        new_source = (args.source.resolve() if args.source is not None
+                      else tree_of(args.new_rev, scratch, "new"))
+
         def new_run(name: str, label: str) -> dict:
             tsv = corpus_file(name, corpora_dir, args.quick)
             overrides = {"vocab.tokenizer": TOKENIZERS[name], **extra}
             if tsv is not None:
                 overrides = {"ingest.source": f"corpus/{tsv.name}", **overrides}
-            return pipeline(label, name, args.source.resolve(), tsv, overrides, scratch, env,
-                            log)
+            return pipeline(label, name, new_source, tsv, overrides, scratch, env, log)
 
         by_corpus: dict[str, dict] = {}
         if old_rounds:
-            source = old_tree(args.old_rev, scratch)
+            source = tree_of(args.old_rev, scratch, "old")
             tsv = corpus_file(BUNDLED, corpora_dir, args.quick)
             old_overrides = {} if tsv is None else {
                 "ingest.source": f"corpus/{tsv.name}", "train.epochs": 1,
@@ -466,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         params_note = ", ".join(f"{k}={json.dumps(v)}" for k, v in extra.items()) or "none"
         print(f"# rnnpipe quality benchmark: the default pipeline vs its TF-IDF + logistic "
               f"regression baseline ({'quick smoke test' if args.quick else 'full corpora'}; "
-              f"params changed beyond source and tokenizer: {params_note})\n")
+              f"new code: {results['new_code']}; params changed beyond source and tokenizer: "
+              f"{params_note})\n")
         for record in records:
             print(corpus_table(record))
         print("## all corpora (gap = LSTM - baseline, accuracy points; val gap on the "

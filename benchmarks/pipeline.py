@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import copy_sources
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STEPS = ("ingest", "vocab", "train", "evaluate")
@@ -239,14 +241,7 @@ def make_project(scratch: Path, quick: bool, env: dict[str, str], source_dir: Pa
 
     project = scratch / "project"
     project.mkdir(parents=True)
-    for name in COPIED:
-        source = source_dir / name
-        if source.is_dir():
-            shutil.copytree(source, project / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif source.exists():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, project / name)
+    copy_sources(source_dir, project, COPIED)
     for folder in ("corpus", "embeddings"):  # dependencies of ingest and train (dvc.yaml)
         (project / folder).mkdir(exist_ok=True)
     if quick:

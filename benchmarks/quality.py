@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -61,6 +60,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import copy_sources, load
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -81,17 +82,6 @@ QUICK_TRAIN = {"train.max_epochs": 1, "train.embedding_dim": 16, "train.lstm_uni
 LEAKY_ENV = ("MLFLOW_", "PREFECT_", "RNNPIPE_", "DVC_EXP", "PYTHONPATH")
 WARM_MLFLOW = ("from mlflow.tracking import MlflowClient; "
                "MlflowClient('sqlite:///mlruns/mlflow.db').search_experiments()")
-
-
-def load_corpora():
-    """benchmarks/corpora.py as a module (benchmarks/ is not a package)."""
-    if "bench_corpora" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_corpora",
-                                                      REPO / "benchmarks" / "corpora.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_corpora"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["bench_corpora"]
 
 
 def environment(scratch: Path) -> dict[str, str]:
@@ -194,14 +184,7 @@ def make_project(where: Path, source: Path, corpus_tsv: Path | None, overrides: 
     """A scratch project from `source` (a project tree) with the corpus under `corpus/`."""
     project = where / "project"
     project.mkdir(parents=True)
-    for name in COPIED:
-        path = source / name
-        if path.is_dir():
-            shutil.copytree(path, project / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif path.exists():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, project / name)
+    copy_sources(source, project, COPIED)
     for folder in ("corpus", "embeddings"):
         (project / folder).mkdir(exist_ok=True)
     if corpus_tsv is not None:
@@ -432,7 +415,7 @@ def corpus_file(name: str, folder: Path, quick: bool) -> Path | None:
     (read by ingest itself). With `quick`, a small subset (the bundled one included)."""
     if name == BUNDLED and not quick:
         return None
-    corpora = load_corpora()
+    corpora = load("corpora")
     return corpora.CORPORA["zh-reviews" if name == BUNDLED else name](
         folder, limit=QUICK_LIMIT if quick else None)
 

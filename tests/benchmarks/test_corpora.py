@@ -8,25 +8,16 @@ really reads and parses again.
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from benchlib import load
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_corpora():
-    spec = importlib.util.spec_from_file_location("corpora", REPO / "benchmarks" / "corpora.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-corpora = _load_corpora()
+corpora = load("corpora")
 LIMITS = {"en-docstrings": 400, "en-docstrings-short": 400}  # the others are built whole
 
 

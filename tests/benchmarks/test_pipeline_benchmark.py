@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchlib import load
 
 REPO = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(r"overhead_share=(?P<overhead_share>\d+\.\d+)"
@@ -20,21 +21,10 @@ SUMMARY = re.compile(r"overhead_share=(?P<overhead_share>\d+\.\d+)"
                      r" lstm_acc=(?P<lstm_acc>\d\.\d+) baseline_acc=(?P<baseline_acc>\d\.\d+)")
 
 
-def load_benchmark():
-    """benchmarks/pipeline.py as a module (benchmarks/ is not a package)."""
-    if "bench_pipeline" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_pipeline",
-                                                      REPO / "benchmarks" / "pipeline.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_pipeline"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["bench_pipeline"]
-
-
 def fake_step(tmp_path: Path, step: str, body: str) -> dict[str, str]:
     """A package `fakepipe` whose module `step` defines the function `step` (`body`), and the
     benchmark's probe set to time it; returns the environment that loads both."""
-    bench = load_benchmark()
+    bench = load("pipeline")
     probe = tmp_path / "probe"
     probe.mkdir()
     (probe / "sitecustomize.py").write_text(
@@ -48,7 +38,7 @@ def fake_step(tmp_path: Path, step: str, body: str) -> dict[str, str]:
 
 
 def test_the_probe_times_the_steps_of_this_package() -> None:
-    bench = load_benchmark()
+    bench = load("pipeline")
     for module, (function, step) in bench.WORK_FUNCTIONS.items():
         assert callable(getattr(importlib.import_module(module), function)), module
         assert step in bench.STEPS
@@ -56,7 +46,7 @@ def test_the_probe_times_the_steps_of_this_package() -> None:
 
 
 def test_probe_times_the_step_function_inside_its_process(tmp_path: Path) -> None:
-    bench = load_benchmark()
+    bench = load("pipeline")
     env = fake_step(tmp_path, "ingest",
                     "import time\n\ndef ingest():\n    time.sleep(0.2)\n    return {'ok': 1}\n\n"
                     "def main():\n    return ingest()\n")
@@ -73,7 +63,7 @@ def test_probe_times_the_step_function_inside_its_process(tmp_path: Path) -> Non
 
 def test_probe_counts_work_done_in_a_child_process_inside_its_step(tmp_path: Path) -> None:
     """Evaluate scores in a child process: one step, the parent's wall, the child's work."""
-    bench = load_benchmark()
+    bench = load("pipeline")
     env = fake_step(tmp_path, "evaluate", "import time\n\ndef evaluate():\n    time.sleep(0.2)\n")
     child = "import fakepipe.evaluate as m; m.evaluate()"
     parent = (f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {child!r}], "
@@ -89,7 +79,7 @@ def test_probe_counts_work_done_in_a_child_process_inside_its_step(tmp_path: Pat
 
 
 def test_report_ends_with_the_summary_line() -> None:
-    bench = load_benchmark()
+    bench = load("pipeline")
     steps = [bench.StepTiming(step, 100.0 + i * 10, 101.0 + i * 10, 108.0 + i * 10,
                               109.0 + i * 10, {"examples_per_s": 1234.5, "train_examples": 9,
                                                "epochs_run": 2} if step == "train" else {})

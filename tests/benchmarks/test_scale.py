@@ -3,7 +3,6 @@ a smoke run (`--quick`: two tiny corpora, a tiny model) that must end with the s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchlib import load
 
 REPO = Path(__file__).resolve().parents[2]
 SUMMARY = re.compile(r"scale: sizes=(?P<sizes>[\d,]+) worst_rss_growth=(?P<rss>\d+\.\d+)\(\w+\) "
@@ -18,19 +18,8 @@ SUMMARY = re.compile(r"scale: sizes=(?P<sizes>[\d,]+) worst_rss_growth=(?P<rss>\
                      r"longest_silence_s=(?P<silence>\d+\.\d+)\(\w+\) failed=(?P<failed>\d+)")
 
 
-def load_benchmark():
-    """benchmarks/scale.py as a module (benchmarks/ is not a package)."""
-    if "bench_scale" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_scale",
-                                                      REPO / "benchmarks" / "scale.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_scale"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["bench_scale"]
-
-
 def test_corpora_are_seeded_and_a_smaller_one_is_the_start_of_a_larger(tmp_path):
-    bench = load_benchmark()
+    bench = load("scale")
     shape = bench.write_corpus(tmp_path / "a.tsv", 500, seed=1)
     bench.write_corpus(tmp_path / "b.tsv", 200, seed=1)
     a = (tmp_path / "a.tsv").read_text(encoding="utf-8").splitlines()
@@ -42,7 +31,7 @@ def test_corpora_are_seeded_and_a_smaller_one_is_the_start_of_a_larger(tmp_path)
 
 
 def test_report_and_growth_factors():
-    bench = load_benchmark()
+    bench = load("scale")
     results = [bench.Measure(100, "ingest", 1.0, 0.5, 40.0, 40.0, 0.9),
                bench.Measure(100, "train", 10.0, 8.0, 700.0, 700.0, 9.0),
                bench.Measure(2000, "ingest", 4.0, 5.0, 44.0, 44.0, 3.5),

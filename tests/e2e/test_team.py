@@ -210,29 +210,36 @@ def test_gates_at_once_on_the_server_are_serialised(team: Team) -> None:
     from rnnpipe.tracking.runs import RunLog, create_run
     from rnnpipe.tracking.store import client, fluent
 
-    class OneLabel(mlflow.pyfunc.PythonModel):
-        def __init__(self, label: str) -> None:
-            self.label = label
+    class Answers(mlflow.pyfunc.PythonModel):
+        """Fixed answers, so that the champion re-scored on the candidate's data scores what it
+        claimed when it was registered."""
+
+        def __init__(self, labels: list[str]) -> None:
+            self.labels = labels
 
         def predict(self, context, model_input, params=None):
-            return pd.DataFrame({"label": [self.label] * len(model_input)})
+            return pd.DataFrame({"label": self.labels[:len(model_input)]})
 
     mlflow_client(team)
     store = client(params_from_dict({}))
     texts, truth = ["a", "b", "c", "d"], ["pos", "pos", "neg", "neg"]
+    answers = {0.25: ["neg", "neg", "neg", "pos"], 0.5: ["pos"] * 4,
+               0.75: ["pos", "pos", "neg", "pos"]}
     decisions = {}
 
-    def gate(label: str, accuracy: float) -> None:
+    def gate(accuracy: float) -> None:
         run = RunLog(store, create_run(store, params_from_dict({}), "test"))
         with fluent(store), mlflow.start_run(run_id=run.run_id):
-            uri = mlflow.pyfunc.log_model(name="model", python_model=OneLabel(label),
+            uri = mlflow.pyfunc.log_model(name="model", python_model=Answers(answers[accuracy]),
                                           pip_requirements=[]).model_uri
         decisions[accuracy] = registry.gate(store, run, "race-team", uri, "accuracy", 0.0,
                                             {"accuracy": accuracy, "macro_f1": accuracy},
                                             ["neg", "pos"], (texts, truth), "0" * 32)
 
-    gate("pos", 0.5)
-    threads = [threading.Thread(target=gate, args=("neg", a)) for a in (0.75, 0.6)]
+    gate(0.25)
+    # Whichever gate goes first, the 0.75 model must end as champion: without the lock both
+    # could read v1 as champion, both promote, and the 0.5 model could set the alias last.
+    threads = [threading.Thread(target=gate, args=(a,)) for a in (0.75, 0.5)]
     for thread in threads:
         thread.start()
     for thread in threads:

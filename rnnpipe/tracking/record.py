@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 from rnnpipe.config import Params, model_name
-from rnnpipe.datafiles import read_split
+from rnnpipe.datafiles import iter_split, read_split
 from rnnpipe.errors import ErrorRecord, exit_code
 from rnnpipe.io import read_json
 from rnnpipe.model.vocabulary import Vocabulary
@@ -105,18 +106,16 @@ def register(run: RunLog, params: Params, metrics: dict, model_uri: str,
 def record_evaluation(params: Params, compute_metrics: Callable[[], dict]) -> str:
     """Log the model, get its metrics from `compute_metrics` (meanwhile), record them and the
     reports on the run, gate the model; return the step's summary lines."""
-    import pandas as pd
 
     store = client(params)
     attached = os.environ.get("MLFLOW_RUN_ID")
     run = RunLog(store, attached or create_run(store, params, "evaluate"))
     try:
         labels = Vocabulary.load(VOCAB_FILE).labels
-        train_labels, train_texts = read_split(split_file("train"))
+        example = [text for _, text in islice(iter_split(split_file("train")), 2)]
         model_uri = log_model(
-            run, labels, train_texts[:2],
+            run, labels, example,
             {"model": MODEL_FILE, "vocab": VOCAB_FILE, "preprocessing": PREPROCESSING_FILE},
-            pd.DataFrame({"text": train_texts, "label": train_labels}),
             dvc_md5(split_file("train")))
         run.set_tags({"rnnpipe.model_uri": model_uri})
         metrics = compute_metrics()

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -95,12 +95,15 @@ def model_code(folder: Path) -> Path:
 
 
 def log_model(run: RunLog, labels: list[str], texts_example: list[str],
-              artifacts: dict[str, Path], train_frame: Any, train_digest: str) -> str:
-    """Log the training data as a dataset input and the classifier as a raw-text pyfunc on
-    `run` (artifacts: `model`, `vocab`, `preprocessing`); return the model URI."""
+              artifacts: dict[str, Path], train_digest: str) -> str:
+    """Log the training data as a dataset input (its source, DVC hash and schema: a reference,
+    not a copy, so a corpus of any size costs nothing here) and the classifier as a raw-text
+    pyfunc on `run` (artifacts: `model`, `vocab`, `preprocessing`); return the model URI."""
     import mlflow
     import pandas as pd
     from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
 
     from rnnpipe.model.classifier import pip_requirements
 
@@ -109,8 +112,8 @@ def log_model(run: RunLog, labels: list[str], texts_example: list[str],
     source = get_dataset_source_from_json(json.dumps({"uri": "data/train.tsv"}), "local")
     with tempfile.TemporaryDirectory(prefix="rnnpipe-model-code-") as tmp, \
             fluent(run.client), mlflow.start_run(run_id=run.run_id):
-        dataset = mlflow.data.from_pandas(train_frame, source=source, name="train",
-                                          targets="label", digest=train_digest)
+        columns = Schema([ColSpec("string", "text"), ColSpec("string", "label")])
+        dataset = MetaDataset(source, name="train", digest=train_digest, schema=columns)
         mlflow.log_input(dataset, context="training")
         info = mlflow.pyfunc.log_model(
             name="model",

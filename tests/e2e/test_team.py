@@ -3,9 +3,9 @@
 One stack serves the module: PostgreSQL, an MLflow server on it with proxied artifacts and
 basic-auth, a Prefect server with the work pool `rnnpipe`, a Dask scheduler, and moto as the S3
 endpoint of the DVC remote. The workers are started here, each in a Linux mount namespace with a
-fresh tmpfs over /tmp (`unshare -m`, as root), where the project, the stack's state and this
-test's files all live: a worker sees nothing of this machine's folders but the installed venv,
-the honest stand-in for another machine. The repository reaches them through `git daemon` on
+fresh tmpfs over the module's folder (`unshare -m`, as root), where the project, its origin, the
+stack's state, every client's temporary files (`TMPDIR`) and this test's files all live: a
+worker sees none of them, only the installed code, the honest stand-in for another machine. The repository reaches them through `git daemon` on
 127.0.0.1, the data through the S3 remote, the record through the MLflow server.
 
 Checked: a pipeline run, a gate decision and `rnnpipe predict` against MLflow on PostgreSQL with
@@ -67,9 +67,11 @@ class Team:
         self.processes: list[subprocess.Popen] = []
 
     def client_env(self, **extra: str) -> dict[str, str]:
-        """This machine's environment for rnnpipe, dvc and prefect commands on the stack."""
+        """This machine's environment for rnnpipe, dvc and prefect commands on the stack (their
+        temporary files under the module's folder, which the workers cannot see)."""
+        (self.root / "tmp").mkdir(exist_ok=True)
         return {**os.environ, **self.env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-                **extra}
+                "TMPDIR": str(self.root / "tmp"), **extra}
 
     def run(self, cmd: list, cwd: Path, check: bool = True, timeout: float = TIMEOUT,
             **extra: str) -> subprocess.CompletedProcess:
@@ -83,11 +85,13 @@ class Team:
         return result
 
     def isolated(self, name: str, command: str) -> subprocess.Popen:
-        """Start `command` in a new mount namespace with an empty tmpfs over /tmp: it cannot see
+        """Start `command` in a new mount namespace with an empty tmpfs over the module's folder
+        (wherever the checkout and its venv are, even under /tmp, they stay visible): it cannot see
         the project, the stack's state or this test's files."""
-        script = f"mount -t tmpfs rnnpipe-isolated /tmp && mkdir -p /tmp/{name} && " \
-                 f"cd /tmp/{name} && exec {command}"
-        env = self.client_env(PREFECT_HOME=f"/tmp/{name}/prefect-home",
+        home = self.root / name
+        script = f"mount -t tmpfs rnnpipe-isolated {self.root} && mkdir -p {home}/tmp && " \
+                 f"cd {home} && exec {command}"
+        env = self.client_env(PREFECT_HOME=f"{home}/prefect-home", TMPDIR=f"{home}/tmp",
                               PREFECT_WORKER_QUERY_SECONDS="2")
         with open(self.logs / f"{name}.log", "wb") as log:
             process = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
@@ -254,8 +258,8 @@ def deployed_run(team: Team, project: Path) -> str:
     """`prefect deploy --all` from the project; an isolated worker runs `nightly`; its MLflow
     run id."""
     team.run([BIN / "prefect", "deploy", "--all"], project, timeout=300)
-    team.isolated("prefect-worker", f"{BIN / 'prefect'} worker start --pool rnnpipe --type "
-                  f"process --name isolated")
+    worker = team.isolated("prefect-worker", f"{BIN / 'prefect'} worker start --pool rnnpipe "
+                           f"--type process --name isolated")
     started = team.run([BIN / "prefect", "deployment", "run", "rnnpipe-pipeline/nightly",
                         "--param", 'overrides={"train.seed": 7}'], project)
     flow_run_id = next(line.split()[-1] for line in started.stdout.splitlines()
@@ -266,7 +270,8 @@ def deployed_run(team: Team, project: Path) -> str:
             f"{team.env['PREFECT_API_URL']}/flow_runs/{flow_run_id}", timeout=10).read())
         if state["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             break
-        assert time.monotonic() < deadline, (team.logs / "prefect-worker.log").read_text()
+        assert time.monotonic() < deadline and worker.poll() is None, \
+            (team.logs / "prefect-worker.log").read_text()
         time.sleep(3)
     assert state["state_type"] == "COMPLETED", (team.logs / "prefect-worker.log").read_text()
     client = mlflow_client(team)
@@ -312,6 +317,8 @@ def test_restore_rebuilds_the_deployed_run_with_the_same_model(
 
 def test_sweep_on_an_external_dask_cluster_whose_workers_cannot_see_the_project(
         team: Team, project: Path) -> None:
+    dead = [p.args for p in team.processes if p.poll() is not None]
+    assert not dead, f"workers exited: {dead}"
     result = team.run([BIN / "rnnpipe", "sweep", "--address", team.env["RNNPIPE_DASK_ADDRESS"],
                        "-S", "sweep.grid={train.lstm_units: [[4], [8]]}", "--apply-best"],
                       project, timeout=900)

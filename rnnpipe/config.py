@@ -108,10 +108,10 @@ class TrainParams:
     max_len: int | str = AUTO
     max_len_cap: int = 400
     truncate: str = "head"
-    batch_size: int = 64
+    batch_size: int = 32
     max_epochs: int = 30
-    patience: int = 2
-    monitor: str = "val_loss"
+    patience: int = 3
+    monitor: str = "val_accuracy"
     learning_rate: float = 0.001
     lr_schedule: str = "plateau"
     class_weight: str = "none"

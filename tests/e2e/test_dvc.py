@@ -288,6 +288,38 @@ def test_plots_show_and_diff_render_curves_and_confusion(project: Path, dvc,
         assert {row["rev"] for row in diffed[name]["data"]["values"]} == {first, second}
 
 
+def write_vectors(project: Path, path: Path, scale: float) -> None:
+    """fastText `.vec` vectors for half of the project's vocabulary, in its embedding size."""
+    dim = yaml.safe_load((project / "params.yaml").read_text())["train"]["embedding_dim"]
+    tokens = json.loads((project / "data" / "vocab.json").read_text())["tokens"][2:]
+    words = tokens[: len(tokens) // 2]
+    lines = [f"{len(words)} {dim}"] + [
+        " ".join([word, *(f"{scale * ((i * 7 + j) % 11 - 5) / 10:.3f}" for j in range(dim))])
+        for i, word in enumerate(words)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_pretrained_vectors_through_rnnpipe_run_versioned_by_dvc(project: Path, sh, dvc) -> None:
+    vectors = project / "embeddings" / "tiny.vec"
+    write_vectors(project, vectors, 1.0)
+    dvc(project, "add", "embeddings/tiny.vec")
+    result = sh(["rnnpipe", "run", "-S", "train.embeddings=embeddings/tiny.vec"], project)
+    assert "pretrained vectors cover" in result.stdout + result.stderr
+    coverage = json.loads((project / "reports" / "train.json").read_text())["embedding_coverage"]
+    assert 0.4 < coverage["vocabulary"] < 0.6 and 0 < coverage["tokens"] <= 1
+    assert "up to date" in dvc(project, "status")
+    train_deps = {d["path"]: d for d in yaml.safe_load(
+        (project / "dvc.lock").read_text())["stages"]["train"]["deps"]}
+    assert "embeddings" in train_deps
+    # New vectors (a new `dvc add`): DVC re-trains, and only from train on.
+    write_vectors(project, vectors, 0.5)
+    dvc(project, "add", "embeddings/tiny.vec")
+    ran = dvc(project, "repro")
+    assert re.findall(r"Running stage '(\w+)'", ran) == ["train", "evaluate"]
+    assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]["deps"] != \
+        list(train_deps.values())
+
+
 def test_replacing_the_corpus_reruns_from_ingest_and_the_run_records_the_new_data(
         project: Path, corpora, dvc) -> None:
     # Last: it changes the shared project.

@@ -79,7 +79,7 @@ def test_train_writes_model_preprocessing_history_and_summary(trained, prepared)
     assert history[1].split(",")[-1] == "0.01"  # the first epoch's learning rate
     saved = read_json(out / "reports" / "train.json")
     assert saved == {k: v for k, v in summary.items() if k not in ("seconds", "examples_per_s")}
-    assert saved["train_examples"] == 64 and saved["monitor"] == "val_loss"
+    assert saved["train_examples"] == 64 and saved["monitor"] == "val_accuracy"
     assert 1 <= saved["best_epoch"] <= EPOCHS and saved["stopped_early"] is False
     assert saved["best_val_loss"] == round(rows[saved["best_epoch"] - 1]["val_loss"], 6)
     assert saved["embedding_coverage"] is None and saved["parameters"] > 0
@@ -162,7 +162,7 @@ def test_class_weights_and_still_improving_through_main(prepared, tiny, tmp_path
     captured = capsys.readouterr()
     summary = read_json(tmp_path / "reports" / "train.json")
     assert summary["epochs_run"] == 1 and summary["best_epoch"] == 1
-    assert summary["still_improving"].startswith("val_loss was still improving when training "
+    assert summary["still_improving"].startswith("val_accuracy was still improving when training "
                                                  "reached train.max_epochs=1")
     assert f"train: warning: {summary['still_improving']}" in captured.err
     assert "train: best epoch 1 of 1 (max_epochs reached)" in captured.out

@@ -149,14 +149,7 @@ def tree_of(rev: str | None, scratch: Path, name: str) -> Path:
     folder = scratch / f"source-{name}"
     folder.mkdir()
     if rev is None:
-        for item in COPIED:
-            path = REPO / item
-            if path.is_dir():
-                shutil.copytree(path, folder / item,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            elif path.exists():
-                (folder / item).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, folder / item)
+        copy_sources(REPO, folder, COPIED)
         return folder
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
                              capture_output=True, check=True).stdout

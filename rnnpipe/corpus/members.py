@@ -7,6 +7,7 @@ stopped at that size; tar members come from `tarfile`, whose decompressors are b
 from __future__ import annotations
 
 import bz2
+import contextlib
 import lzma
 import posixpath
 import stat
@@ -72,13 +73,11 @@ class Archive:
             return DataError(f"{self.archive}: cannot extract: {exc.strerror or exc}")
         return None
 
-    def _open(self) -> None:
+    @contextlib.contextmanager
+    def _as_data_errors(self) -> Iterator[None]:
+        """Whatever the archive libraries raise about a damaged archive, as one `DataError`."""
         try:
-            compressed = self.path.stat().st_size
-            if self.kind == "zip":
-                self._open_zip(compressed)
-            else:
-                self._open_tar(compressed)
+            yield
         except DataError:
             raise
         except Exception as exc:
@@ -86,6 +85,14 @@ class Archive:
             if error is None:
                 raise
             raise error from None
+
+    def _open(self) -> None:
+        with self._as_data_errors():
+            compressed = self.path.stat().st_size
+            if self.kind == "zip":
+                self._open_zip(compressed)
+            else:
+                self._open_tar(compressed)
 
     def _open_zip(self, compressed: int) -> None:
         self._zip = zipfile.ZipFile(self.path)
@@ -144,18 +151,11 @@ class Archive:
 
     def blocks(self, node: Node) -> Iterator[bytes]:
         """The bytes of file `node`, in blocks, never more than its header declares."""
-        try:
+        with self._as_data_errors():
             if self._zip is not None:
                 yield from self._zip_blocks(node)
             else:
                 yield from self._tar_blocks(node)
-        except DataError:
-            raise
-        except Exception as exc:
-            error = self._errors(exc)
-            if error is None:
-                raise
-            raise error from None
 
     def _too_big(self, node: Node, declared: int) -> DataError:
         return DataError(f"{self.archive}!{node.path}: inflates past the {declared:,} bytes its "

@@ -1,4 +1,5 @@
-"""Fixtures for end-to-end tests in a browser: headless Chromium (servers: tests/conftest.py).
+"""Fixtures for end-to-end tests in a browser: headless Chromium (servers: tests/conftest.py);
+and the skip of team-mode tests (marked `team`) where its extra packages are not installed.
 
 The browser is the system one (Debian: `apt-get install chromium`, /usr/bin/chromium), driven
 through the `playwright` pip package's bundled driver: `playwright install`, which downloads
@@ -8,6 +9,7 @@ network: on a closed network its background services would only fail.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from contextlib import contextmanager
@@ -21,6 +23,18 @@ CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync")
 VIEWPORT = {"width": 1920, "height": 1080}
+# What the team stack needs beyond the base install (pyproject's `team` extra).
+TEAM_PACKAGES = (("psycopg", "psycopg[binary]"), ("flask_wtf", "mlflow[auth]"),
+                 ("moto", "moto[server]"), ("dvc_s3", "dvc-s3"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a `team` test, before its fixtures start anything, without team mode's packages."""
+    if item.get_closest_marker("team"):
+        missing = [package for module, package in TEAM_PACKAGES
+                   if importlib.util.find_spec(module) is None]
+        if missing:
+            pytest.skip(f"team mode needs {missing[0]} (pip install -e '.[team]')")
 
 
 @contextmanager

@@ -28,14 +28,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
-# The servers' extra packages (pyproject's `team` extra): without them there is no stack to test.
-for _module, _package in (("psycopg", "psycopg[binary]"), ("flask_wtf", "mlflow[auth]"),
-                          ("moto", "moto[server]"), ("dvc_s3", "dvc-s3")):
-    if importlib.util.find_spec(_module) is None:
-        pytest.skip(f"the team stack needs {_package} (pip install -e '.[team]')",
-                    allow_module_level=True)
+# `team`: skipped without the servers' extra packages (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.team]
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_PY = REPO / "tools" / "stack.py"

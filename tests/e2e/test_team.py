@@ -33,12 +33,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
-for _module, _package in (("psycopg", "psycopg[binary]"), ("flask_wtf", "mlflow[auth]"),
-                          ("moto", "moto[server]"), ("dvc_s3", "dvc-s3")):
-    if importlib.util.find_spec(_module) is None:
-        pytest.skip(f"team mode needs {_package} (pip install -e '.[team]')",
-                    allow_module_level=True)
+# `team`: skipped without team mode's extra packages (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.team]
 if os.geteuid() != 0 or shutil.which("unshare") is None:
     pytest.skip("isolated workers need root and unshare (mount namespaces)",
                 allow_module_level=True)

@@ -121,6 +121,58 @@ def tiny_train() -> dict:
     return dict(TINY_TRAIN)
 
 
+@pytest.fixture(scope="session")
+def trained_workspace(corpora: Corpora, tiny_train: dict) -> Callable[[Path, int], Path]:
+    """`trained_workspace(root, max_epochs)`: five English topics ingested, segmented and trained
+    in-process into `root`, in the project layout (`corpus/`, `data/`, `models/`, `reports/`);
+    returns `root`."""
+    def make(root: Path, max_epochs: int) -> Path:
+        import dataclasses
+
+        from rnnpipe.config import IngestParams, TrainParams, VocabParams
+        from rnnpipe.steps.ingest import ingest
+        from rnnpipe.steps.train import train
+        from rnnpipe.steps.vocab import vocabulary
+
+        corpus = corpora.write(root / "corpus" / "news.tsv", corpora.en(n_per_class=12))
+        data, reports = root / "data", root / "reports"
+        ingest(IngestParams(source=str(corpus), val_size=0.2, test_size=0.2), data,
+               reports / "ingest.json")
+        vocabulary(VocabParams(tokenizer="word", min_count=1, workers=1), data,
+                   reports / "vocab.json")
+        train(dataclasses.replace(TrainParams(**tiny_train), max_epochs=max_epochs),
+              ids_root=data / "ids", vocab_path=data / "vocab.json",
+              model_path=root / "models" / "model.keras", history_path=reports / "history.csv",
+              summary_path=reports / "train.json", checkpoint_dir=root / ".rnnpipe" / "checkpoint")
+        return root
+
+    return make
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture,
+            monkeypatch: pytest.MonkeyPatch) -> Callable[..., subprocess.CompletedProcess]:
+    """`run_cli(args, stdin=None)`: `rnnpipe <args>` as `cli.main()` in this process; its exit
+    status and what it printed."""
+    def run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+        import io
+
+        from rnnpipe.cli import main
+
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["rnnpipe", *args], code, out, err)
+
+    return run
+
+
 @pytest.fixture
 def zh_tsv(tmp_path: Path, corpora: Corpora) -> Path:
     """A tiny two-class Chinese `label<TAB>text` corpus."""

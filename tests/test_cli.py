@@ -221,18 +221,6 @@ def cli_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Pat
         return dict(pool.map(one, enumerate(names)))
 
 
-def run_main(args: list[str], capsys: pytest.CaptureFixture) -> Completed:
-    """`rnnpipe <args>` as `cli.main()` in this process."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(["rnnpipe", *args], code, out, err)
-
-
 def assert_one_error_line(result: Completed, *fragments: str) -> str:
     output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
     assert result.returncode == 2, output
@@ -247,13 +235,13 @@ def assert_one_error_line(result: Completed, *fragments: str) -> str:
 @pytest.mark.parametrize("name", list(CASES))
 def test_cli_reports_bad_input_in_one_line_and_writes_nothing(
         name: str, request: pytest.FixtureRequest, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, run_cli) -> None:
     case = CASES[name]
     if case.in_process:
         root = tmp_path / "project"
         _setup(case, root)
         monkeypatch.chdir(root)
-        result = run_main(list(case.args), capsys)
+        result = run_cli(list(case.args))
     else:
         root, result = request.getfixturevalue("cli_results")[name]
     output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
@@ -341,7 +329,7 @@ def test_debug_shows_where(command, typo_results):
 
 @pytest.mark.parametrize("command", ["run", "sweep", "schedule", "predict"])
 def test_a_bad_override_never_starts_prefect_or_loads_a_model(command, tmp_path, in_dir,
-                                                              monkeypatch, capsys):
+                                                              monkeypatch, capsys, run_cli):
     """The flows and Prefect are made unimportable: reaching them would be an ImportError (a
     traceback), not the one-line exit 2."""
     in_dir(tmp_path)
@@ -349,8 +337,8 @@ def test_a_bad_override_never_starts_prefect_or_loads_a_model(command, tmp_path,
     for module in ("prefect", "flows.prefect_api", "flows.pipeline", "flows.sweep",
                    "flows.deploy", "mlflow", "rnnpipe.model.backend", "tensorflow"):
         monkeypatch.setitem(sys.modules, module, None)
-    result = run_main([command, "-S", "train.epoch=2", *(["a text"] if command == "predict"
-                                                          else [])], capsys)
+    result = run_cli([command, "-S", "train.epoch=2", *(["a text"] if command == "predict"
+                                                          else [])])
     assert assert_one_error_line(result) == f"{PREFIX}{TYPO}"
 
 
@@ -378,9 +366,9 @@ def test_version_of_the_real_command(tmp_path):
     assert result.returncode == 0 and result.stdout == f"rnnpipe {__version__}\n"
 
 
-def test_predict_without_texts_or_input(tmp_path, in_dir, capsys):
+def test_predict_without_texts_or_input(tmp_path, in_dir, capsys, run_cli):
     in_dir(tmp_path)
-    result = run_main(["predict"], capsys)
+    result = run_cli(["predict"])
     assert assert_one_error_line(result) == \
         f"{PREFIX}predict: give texts, or -i FILE (- for stdin)"
     assert list(tmp_path.iterdir()) == []
@@ -408,21 +396,21 @@ def test_unknown_commands_and_options_are_argparse_errors(capsys):
 
 
 def test_a_step_records_its_error_for_the_entry_point_that_started_it(
-        tmp_path, in_dir, monkeypatch, capsys):
+        tmp_path, in_dir, monkeypatch, capsys, run_cli):
     """With RNNPIPE_ERROR_FILE set (DVC stages under the flow, sweep trials), the step writes
     its error there and leaves the one line to the entry point."""
     in_dir(tmp_path)
     _setup(CASES["single label"], tmp_path / "p")
     in_dir(tmp_path / "p")
     monkeypatch.setenv(ERROR_FILE_ENV, str(tmp_path / "error.json"))
-    result = run_main(["ingest"], capsys)
+    result = run_cli(["ingest"])
     assert result.returncode == 2 and PREFIX not in result.stderr
     record = read_error_record(tmp_path / "error.json")
     assert (record.step, record.exit_code, record.kind) == ("ingest", 2, "DataError")
     assert "single label ('pos')" in record.message
 
 
-def test_interrupt_and_bugs(tmp_path, in_dir, monkeypatch, capsys):
+def test_interrupt_and_bugs(tmp_path, in_dir, monkeypatch, capsys, run_cli):
     in_dir(tmp_path)
     (tmp_path / "params.yaml").write_text("{}\n")
     from rnnpipe.steps import ingest
@@ -431,7 +419,7 @@ def test_interrupt_and_bugs(tmp_path, in_dir, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ingest, "main", interrupted)
-    result = run_main(["ingest"], capsys)
+    result = run_cli(["ingest"])
     assert result.returncode == 130 and PREFIX not in result.stderr
 
     def bug(params):

@@ -6,8 +6,6 @@ written atomically; and no accidental MLflow store outside a project."""
 from __future__ import annotations
 
 import csv
-import dataclasses
-import io
 import json
 import subprocess
 import tracemalloc
@@ -17,15 +15,10 @@ import numpy as np
 import pytest
 
 from rnnpipe import predict
-from rnnpipe.cli import main
-from rnnpipe.config import IngestParams, TrainParams, VocabParams
 from rnnpipe.console import Progress
 from rnnpipe.datafiles import read_split
 from rnnpipe.metrics import scores
 from rnnpipe.predict import Predictor, predict_file
-from rnnpipe.steps.ingest import ingest
-from rnnpipe.steps.train import train
-from rnnpipe.steps.vocab import vocabulary
 
 LABELS = ["business", "politics", "science", "sports", "tech"]
 PROBS = [f"prob_{label}" for label in LABELS]
@@ -33,35 +26,11 @@ PREFIX = "rnnpipe: error: "
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, corpora, tiny_train) -> Path:
+def workspace(tmp_path_factory, trained_workspace) -> Path:
     """A project folder with a model trained in-process on five English topics."""
-    root = tmp_path_factory.mktemp("project")
-    corpus = corpora.write(root / "corpus" / "news.tsv", corpora.en(n_per_class=12))
-    data, reports = root / "data", root / "reports"
-    ingest(IngestParams(source=str(corpus), val_size=0.2, test_size=0.2), data,
-           reports / "ingest.json")
-    vocabulary(VocabParams(tokenizer="word", min_count=1, workers=1), data, reports / "vocab.json")
-    train(dataclasses.replace(TrainParams(**tiny_train), max_epochs=2),
-          ids_root=data / "ids", vocab_path=data / "vocab.json",
-          model_path=root / "models" / "model.keras", history_path=reports / "history.csv",
-          summary_path=reports / "train.json", checkpoint_dir=root / ".rnnpipe" / "checkpoint")
+    root = trained_workspace(tmp_path_factory.mktemp("project"), 2)
     (root / "params.yaml").write_text("vocab:\n  tokenizer: word\n", encoding="utf-8")
     return root
-
-
-def run(args: list[str], capsys, stdin: str | None = None, monkeypatch=None
-        ) -> subprocess.CompletedProcess:
-    """`rnnpipe <args>` as `cli.main()` here."""
-    if stdin is not None:
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def local(workspace: Path, *args: str) -> list[str]:
@@ -83,8 +52,8 @@ def check_predictions(rows: list[dict]) -> None:
         assert float(row["probability"]) == pytest.approx(max(probs), abs=1e-4)
 
 
-def test_texts_on_the_command_line(workspace, capsys):
-    result = run(local(workspace, "Shares rose after the bank report", "Goal!"), capsys)
+def test_texts_on_the_command_line(workspace, run_cli):
+    result = run_cli(local(workspace, "Shares rose after the bank report", "Goal!"))
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[0] == \
         f"model: {workspace / 'models' / 'model.keras'} (workspace)"
@@ -95,10 +64,10 @@ def test_texts_on_the_command_line(workspace, capsys):
         assert line["label"] == max(line["probabilities"], key=line["probabilities"].get)
 
 
-def test_labelled_tsv_to_csv_with_scores(workspace, tmp_path, capsys):
+def test_labelled_tsv_to_csv_with_scores(workspace, tmp_path, run_cli):
     source = workspace / "data" / "test.tsv"
     out = tmp_path / "out.csv"
-    result = run(local(workspace, "-i", str(source), "-o", str(out)), capsys)
+    result = run_cli(local(workspace, "-i", str(source), "-o", str(out)))
     assert result.returncode == 0, result.stderr
     with open(out, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -114,11 +83,11 @@ def test_labelled_tsv_to_csv_with_scores(workspace, tmp_path, capsys):
     assert result.stdout == ""
 
 
-def test_text_lines_to_jsonl_on_stdout(workspace, tmp_path, capsys):
+def test_text_lines_to_jsonl_on_stdout(workspace, tmp_path, run_cli):
     source = tmp_path / "texts.txt"
     source.write_text("The team scored a late goal\n\nNew chip for the startup\r\n",
                       encoding="utf-8")
-    result = run(local(workspace, "-i", str(source)), capsys)
+    result = run_cli(local(workspace, "-i", str(source)))
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in rows] == ["The team scored a late goal", "New chip for the startup"]
@@ -127,12 +96,12 @@ def test_text_lines_to_jsonl_on_stdout(workspace, tmp_path, capsys):
     assert "labelled documents" not in result.stderr
 
 
-def test_csv_keeps_its_columns(workspace, tmp_path, capsys):
+def test_csv_keeps_its_columns(workspace, tmp_path, run_cli):
     source = tmp_path / "in.csv"
     source.write_text('id,text,source\n7,"Markets, banks and profit",wire\n'
                       '8,"A vote in parliament\nafter the election",paper\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    result = run(local(workspace, "-i", str(source), "-o", str(out)), capsys)
+    result = run_cli(local(workspace, "-i", str(source), "-o", str(out)))
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [(r["id"], r["source"]) for r in rows] == [("7", "wire"), ("8", "paper")]
@@ -141,7 +110,7 @@ def test_csv_keeps_its_columns(workspace, tmp_path, capsys):
     check_predictions(rows)
 
 
-def test_labelled_jsonl_with_extra_fields_to_csv(workspace, tmp_path, capsys):
+def test_labelled_jsonl_with_extra_fields_to_csv(workspace, tmp_path, run_cli):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in [
         {"id": 1, "text": "The coach and the team", "label": "sports"},
@@ -149,7 +118,7 @@ def test_labelled_jsonl_with_extra_fields_to_csv(workspace, tmp_path, capsys):
         {"id": 3, "text": "Something else entirely", "label": "weather"},
     ]), encoding="utf-8")
     out = tmp_path / "out.csv"
-    result = run(local(workspace, "-i", str(source), "-o", str(out)), capsys)
+    result = run_cli(local(workspace, "-i", str(source), "-o", str(out)))
     assert result.returncode == 0, result.stderr
     with open(out, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -165,8 +134,8 @@ def test_labelled_jsonl_with_extra_fields_to_csv(workspace, tmp_path, capsys):
     ('{"text": "The team won the league"}\n{"text": "Bank profit rose", "k": 1}\n', ["text"]),
     ("The team won the league\nBank profit rose\n", ["text"]),
 ])
-def test_stdin(workspace, capsys, monkeypatch, stdin, fields):
-    result = run(local(workspace, "-i", "-"), capsys, stdin=stdin, monkeypatch=monkeypatch)
+def test_stdin(workspace, run_cli, monkeypatch, stdin, fields):
+    result = run_cli(local(workspace, "-i", "-"), stdin=stdin)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in rows] == ["The team won the league", "Bank profit rose"]
@@ -184,7 +153,7 @@ def test_stdin(workspace, capsys, monkeypatch, stdin, fields):
     ("in.csv", "id,text\n1,x\n2\n", "in.csv:3: missing the text column"),
     ("in.txt", b"fine\n\xff\xfe broken\n", "in.txt: not UTF-8 text"),
 ])
-def test_a_malformed_line_is_one_line_naming_it(workspace, tmp_path, capsys, name, content,
+def test_a_malformed_line_is_one_line_naming_it(workspace, tmp_path, run_cli, name, content,
                                                 message):
     source = tmp_path / name
     if isinstance(content, bytes):
@@ -192,18 +161,18 @@ def test_a_malformed_line_is_one_line_naming_it(workspace, tmp_path, capsys, nam
     else:
         source.write_text(content, encoding="utf-8")
     out = tmp_path / "out.csv"
-    result = run(local(workspace, "-i", str(source), "-o", str(out)), capsys)
+    result = run_cli(local(workspace, "-i", str(source), "-o", str(out)))
     assert one_error(result).startswith(f"{tmp_path}/{message}")
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
-def test_a_missing_input_file(workspace, tmp_path, capsys):
-    result = run(local(workspace, "-i", str(tmp_path / "nope.tsv")), capsys)
+def test_a_missing_input_file(workspace, tmp_path, run_cli):
+    result = run_cli(local(workspace, "-i", str(tmp_path / "nope.tsv")))
     assert one_error(result) == f"{tmp_path / 'nope.tsv'}: no such file"
 
 
-def test_output_is_written_atomically(workspace, tmp_path, capsys, monkeypatch):
+def test_output_is_written_atomically(workspace, tmp_path, run_cli, monkeypatch):
     """A failure after some batches were written leaves the old output, not half a new one."""
     monkeypatch.setattr(predict, "BATCH", 2)
     source = tmp_path / "in.jsonl"
@@ -211,7 +180,7 @@ def test_output_is_written_atomically(workspace, tmp_path, capsys, monkeypatch):
                       encoding="utf-8")
     out = tmp_path / "out.jsonl"
     out.write_text("the previous output\n")
-    result = run(local(workspace, "-i", str(source), "-o", str(out)), capsys)
+    result = run_cli(local(workspace, "-i", str(source), "-o", str(out)))
     assert one_error(result).startswith(f"{source}:5: not valid JSON")
     assert out.read_text() == "the previous output\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
@@ -295,38 +264,38 @@ def test_input_format_detection():
 
 # --- no accidental store --------------------------------------------------------------------------
 
-def test_outside_a_project_without_a_store_nothing_is_created(tmp_path, in_dir, capsys,
+def test_outside_a_project_without_a_store_nothing_is_created(tmp_path, in_dir, run_cli,
                                                               monkeypatch):
     in_dir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for args in (["predict", "hello"], ["predict", "-m", "models:/x@champion", "hello"]):
-        message = one_error(run(args, capsys))
+        message = one_error(run_cli(args))
         assert message.startswith("no project here (no params.yaml) and MLFLOW_TRACKING_URI is "
                                   "not set")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'missing.db'}")
-    assert one_error(run(["predict", "hello"], capsys)) == \
+    assert one_error(run_cli(["predict", "hello"])) == \
         f"{tmp_path / 'missing.db'}: no MLflow store there (MLFLOW_TRACKING_URI)"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_in_a_project_without_a_store_nothing_is_created(tmp_path, in_dir, capsys):
+def test_in_a_project_without_a_store_nothing_is_created(tmp_path, in_dir, run_cli):
     in_dir(tmp_path)
     (tmp_path / "params.yaml").write_text("{}\n")
-    message = one_error(run(["predict", "hello"], capsys))
+    message = one_error(run_cli(["predict", "hello"]))
     assert message.startswith(f"{tmp_path / 'mlruns' / 'mlflow.db'}: no MLflow store here yet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 
-def test_project_must_be_a_project(tmp_path, capsys):
-    result = run(["predict", "--project", str(tmp_path), "-m", "local", "x"], capsys)
+def test_project_must_be_a_project(tmp_path, run_cli):
+    result = run_cli(["predict", "--project", str(tmp_path), "-m", "local", "x"])
     assert one_error(result) == \
         f"{tmp_path / 'params.yaml'}: no such file: --project must be an rnnpipe project"
 
 
-def test_overrides_apply_to_the_project_params(workspace, capsys):
-    result = run(local(workspace, "-S", "vocab.tokenizer=char", "Bank profit"), capsys)
+def test_overrides_apply_to_the_project_params(workspace, run_cli):
+    result = run_cli(local(workspace, "-S", "vocab.tokenizer=char", "Bank profit"))
     assert result.returncode == 0  # valid overrides are accepted (the model's own vocabulary
     # still decides its tokenizer)
     assert json.loads(result.stdout)["text"] == "Bank profit"
-    result = run(local(workspace, "-S", "vocab.tokenizer=spacy", "x"), capsys)
+    result = run_cli(local(workspace, "-S", "vocab.tokenizer=spacy", "x"))
     assert one_error(result).startswith("vocab.tokenizer: must be one of")

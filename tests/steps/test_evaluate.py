@@ -6,7 +6,6 @@ failure to the step."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnpipe.config import EvaluateParams, IngestParams, Params, TrainParams, VocabParams
+from rnnpipe.config import EvaluateParams, Params
 from rnnpipe.datafiles import read_split
 from rnnpipe.errors import StepUserError
 from rnnpipe.io import read_json
@@ -28,28 +27,15 @@ from rnnpipe.steps.evaluate import (
     write_class_report,
     write_misclassified,
 )
-from rnnpipe.steps.ingest import ingest
-from rnnpipe.steps.train import train
-from rnnpipe.steps.vocab import vocabulary
 
 LABELS = ["business", "politics", "science", "sports", "tech"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, corpora, tiny_train) -> Path:
+def workspace(tmp_path_factory, trained_workspace) -> Path:
     """A five-class English workspace in the project layout, trained for one epoch."""
-    root = tmp_path_factory.mktemp("workspace")
-    corpus = corpora.write(root / "corpus" / "news.tsv", corpora.en(n_per_class=12))
-    data, reports = root / "data", root / "reports"
-    ingest(IngestParams(source=str(corpus), val_size=0.2, test_size=0.2), data,
-           reports / "ingest.json")
-    vocabulary(VocabParams(tokenizer="word", min_count=1, workers=1), data, reports / "vocab.json")
-    train(dataclasses.replace(TrainParams(**tiny_train), max_epochs=1), ids_root=data / "ids",
-          vocab_path=data / "vocab.json", model_path=root / "models" / "model.keras",
-          history_path=reports / "history.csv", summary_path=reports / "train.json",
-          checkpoint_dir=root / ".rnnpipe" / "checkpoint")
-    return root
+    return trained_workspace(tmp_path_factory.mktemp("workspace"), 1)
 
 
 def run_evaluate(root: Path, reports: Path) -> dict:

@@ -10,7 +10,8 @@ home live in it too):
 3. Runs `rnnpipe run` (what `make run` runs: the Prefect flow, each task reproducing its DVC stage,
    each stage a `python -m rnnpipe <step>` process) and times it.
 4. Runs `dvc repro` and `rnnpipe run` again with nothing changed (interleaved, `--repeats` each).
-5. Times segmentation of the corpus's splits with `rnnpipe.model.text.tokenize_many`, one process vs
+5. Times segmentation of the corpus's splits with `rnnpipe.model.text.tokenize_many` (the vocabulary
+   step's chunked `segment`), one process vs
    all cores (interleaved rounds, median).
 
 How each step's own work is measured: the step processes get a `sitecustomize` probe (on

@@ -20,6 +20,7 @@ import numpy as np
 from rnnpipe.errors import DataError
 from rnnpipe.io import atomic_open, atomic_path
 from rnnpipe.model.ragged import RaggedIds
+from rnnpipe.model.vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from rnnpipe.corpus.readers import Document
@@ -164,3 +165,15 @@ def read_ids(folder: str | Path) -> RaggedIds:
         raise DataError(f"{folder}: ids, offsets and labels do not agree; run the vocabulary "
                         f"step again (rnnpipe vocab)")
     return data
+
+
+def label_ids(labels: np.ndarray, vocab: Vocabulary, path: Path) -> np.ndarray:
+    """A split's label ids (in memory), or a `DataError` if one is not in the vocabulary (ids
+    written by another vocabulary than the one read)."""
+    labels = np.asarray(labels, dtype=np.int32)
+    unknown = labels[(labels < 0) | (labels >= len(vocab.labels))]
+    if len(unknown):
+        raise DataError(f"{path}: label id {int(unknown[0])} is not in the vocabulary's label "
+                        f"map ({len(vocab.labels)} labels); re-run the vocabulary step")
+    return np.array(labels)
+

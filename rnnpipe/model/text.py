@@ -25,7 +25,6 @@ from rnnpipe.model.vocabulary import PAD_ID, UNK_ID
 # Separators for handing a worker's tokens back as one string. Python counts both as whitespace
 # (`str.isspace`), and no tokenizer here ever returns whitespace inside a token, so they cannot
 # occur in one.
-_TOKEN_SEP, _DOC_SEP = "\x1f", "\x1e"
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 _jieba = None
 
@@ -62,23 +61,6 @@ def tokenize(text: str, tokenizer: str) -> list[str]:
     return TOKENIZERS[tokenizer](text)
 
 
-def _tokenize_chunk(args: tuple[str, Sequence[str]]) -> list[list[str]]:
-    tokenizer, texts = args
-    return [TOKENIZERS[tokenizer](t) for t in texts]
-
-
-def _tokenize_chunk_packed(args: tuple[str, Sequence[str]]) -> str:
-    """`_tokenize_chunk` as one string: pickling it, and splitting it again in the parent, cost a
-    fraction of pickling a list per document (about 0.4 s of serial work in the parent on the
-    bundled corpus, which caps the parallel speedup)."""
-    return _DOC_SEP.join(_TOKEN_SEP.join(tokens) for tokens in _tokenize_chunk(args))
-
-
-def _unpack(packed: str, n: int) -> list[list[str]]:
-    docs = packed.split(_DOC_SEP) if n else []
-    return [doc.split(_TOKEN_SEP) if doc else [] for doc in docs]
-
-
 def default_workers(workers: int = 0) -> int:
     """`workers`, or every core this process may use when it is 0."""
     if workers > 0:
@@ -98,16 +80,18 @@ def _pool(tokenizer: str, workers: int) -> ProcessPoolExecutor:
 
 
 def tokenize_many(texts: Sequence[str], tokenizer: str, workers: int = 0) -> list[list[str]]:
-    """Tokenize `texts` in order, in parallel over `workers` processes (0 = all cores)."""
-    workers = default_workers(workers)
-    if workers == 1 or len(texts) < 2000:
-        return _tokenize_chunk((tokenizer, texts))
-    chunk = max(500, len(texts) // (workers * 8))
-    chunks = [(tokenizer, texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
-    with _pool(tokenizer, workers) as pool:
-        return [tokens for (_, part), packed in zip(chunks, pool.map(_tokenize_chunk_packed,
-                                                                      chunks), strict=True)
-                for tokens in _unpack(packed, len(part))]
+    """Tokenize `texts` in order, in parallel over `workers` processes (0 = all cores): `segment`
+    over chunks of them, each document's token list rebuilt (small inputs in this process)."""
+    workers = 1 if len(texts) < 2000 else default_workers(workers)
+    size = max(500, len(texts) // (workers * 8))
+    chunks = ((None, texts[i:i + size]) for i in range(0, len(texts), size))
+    out: list[list[str]] = []
+    for _, tokens, ids, lengths in segment(chunks, tokenizer, workers):
+        start = 0
+        for n in lengths.tolist():
+            out.append([tokens[i] for i in ids[start:start + n].tolist()])
+            start += n
+    return out
 
 
 def _segment_chunk(args: tuple[str, Sequence[str]]) -> tuple[list[str], bytes, bytes]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnpipe.config import EvaluateParams, Params, load_params
-from rnnpipe.datafiles import read_ids
+from rnnpipe.datafiles import label_ids, read_ids
 from rnnpipe.errors import ERROR_FILE_ENV, DataError, StepFailed, read_error_record
 from rnnpipe.heartbeat import Progress, heartbeat
 from rnnpipe.io import atomic_open, read_json, write_json
@@ -82,10 +82,7 @@ def evaluate(batch_size: int = 512, model_path: Path = MODEL_FILE, vocab_path: P
     results = {}
     for split in ("test", "val"):
         data = read_ids(ids_dir(split, ids_root))
-        y = np.asarray(data.labels, dtype=np.int64)
-        if len(y) and (y.min() < 0 or y.max() >= len(labels)):
-            raise DataError(f"{ids_dir(split, ids_root)}: label ids beyond the vocabulary's "
-                            f"{len(labels)} labels; re-run the vocabulary step")
+        y = label_ids(data.labels, classifier.vocab, ids_dir(split, ids_root)).astype(np.int64)
         progress = Progress(f"evaluate: scoring {split}", total=len(data))
         try:
             probs = predict_proba(classifier.model,

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnpipe.config import AUTO, Params, TrainParams, load_params
-from rnnpipe.datafiles import IDS_FILES, read_ids
+from rnnpipe.datafiles import IDS_FILES, label_ids, read_ids
 from rnnpipe.errors import DataError
 from rnnpipe.heartbeat import heartbeat
 from rnnpipe.io import atomic_open, atomic_path, write_json
@@ -52,16 +52,6 @@ def choose_max_len(lengths: np.ndarray | list[int], params: TrainParams) -> int:
     if params.max_len != AUTO:
         return int(params.max_len)
     return int(min(params.max_len_cap, max(1, math.ceil(np.percentile(lengths, AUTO_PERCENTILE)))))
-
-
-def label_ids(labels: np.ndarray, vocab: Vocabulary, path: Path) -> np.ndarray:
-    """A split's label ids (in memory), or a `DataError` if one is not in the vocabulary."""
-    labels = np.asarray(labels, dtype=np.int32)
-    unknown = labels[(labels < 0) | (labels >= len(vocab.labels))]
-    if len(unknown):
-        raise DataError(f"{path}: label id {int(unknown[0])} is not in the vocabulary's label "
-                        f"map ({len(vocab.labels)} labels); re-run the vocabulary step")
-    return np.array(labels)
 
 
 def read_split_ids(split: str, ids_root: Path) -> RaggedIds:

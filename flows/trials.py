@@ -166,14 +166,9 @@ def unbundle(archive: Path, workdir: Path) -> Path:
     project's remotes (kept from the bundle's `.dvc/config`)."""
     import tarfile
 
-    from configobj import ConfigObj
-
     with tarfile.open(archive) as tar:
         tar.extractall(workdir, filter="data")
-    config = ConfigObj(str(workdir / ".dvc" / "config"))
-    remotes = {"remotes": {k: dict(v) for k, v in config.items() if k.startswith("remote ")},
-               "default": config.get("core", {}).get("remote")}
-    write_dvc_config(workdir, str(workdir / ".dvc" / "cache"), remotes)
+    write_dvc_config(workdir, str(workdir / ".dvc" / "cache"), remote_config(workdir))
     return workdir
 
 
